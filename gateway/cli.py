@@ -1,0 +1,74 @@
+"""``voice-gateway`` / ``python -m gateway``: serve the gateway with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from gateway import __version__
+from gateway.app import create_app
+from gateway.settings import SettingsError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice-gateway",
+        description="Realtime voice gateway: WebSocket sessions in, Gemini out. "
+        "Settings come from the environment and .env; these flags override them.",
+    )
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve"], help="what to do (default: serve)"
+    )
+    parser.add_argument("--host", help="address to bind (GATEWAY_HOST, default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="port to bind (GATEWAY_PORT or PORT, default 8000)"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (GATEWAY_LOG_LEVEL, default info)",
+    )
+    parser.add_argument("--version", action="version", version=f"voice-gateway {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, load settings, serve until interrupted; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"voice-gateway: {exc}\n")
+        return 2
+    updates = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level))
+        if v is not None
+    }
+    settings = settings.model_copy(update=updates)
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    app = create_app(settings)
+    logging.getLogger("gateway").info(
+        "voice-gateway %s listening on http://%s:%s (WebSocket: ws://%s:%s/ws)",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.host,
+        settings.port,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        ws="websockets-sansio",
+        proxy_headers=True,
+    )
+    return 0

@@ -1,0 +1,34 @@
+"""Error codes sent in ``error`` events and WebSocket close codes.
+
+Every value here is documented in docs/protocol.md; the protocol tests check that
+the two lists agree.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """``error.code`` values."""
+
+    BINARY_FRAME = "binary_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TYPE = "missing_type"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_FIELD = "invalid_field"
+    EMPTY_TEXT = "empty_text"
+    TEXT_TOO_LONG = "text_too_long"
+    PROVIDER_ERROR = "provider_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the gateway uses."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    SLOW_CONSUMER = 4008

@@ -1,0 +1,44 @@
+"""What the session core asks its shell to do.
+
+The core decides *what* happens; the asyncio shell decides *how*. Effects are
+drained in order with :meth:`gateway.core.session.Session.effects`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.core.events import ServerEvent
+from gateway.core.history import GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Deliver a server event to the client (it is already in the replay log)."""
+
+    event: ServerEvent
+
+
+@dataclass(frozen=True, slots=True)
+class StartGeneration:
+    """Start streaming a reply for ``request.turn_id``."""
+
+    request: GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class CancelGeneration:
+    """Stop the provider stream of a turn that has ended early."""
+
+    turn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the client connection once everything before this effect was sent."""
+
+    code: int
+    reason: str
+
+
+Effect = Send | StartGeneration | CancelGeneration | Close

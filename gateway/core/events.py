@@ -1,0 +1,183 @@
+"""Events in (from any client protocol) and events out (the native protocol v1).
+
+Inbound events are what adapters decode frames into; outbound events are what the
+session core emits. Outbound events carry ``type``, ``session_id`` and ``seq`` as
+fields, so the native wire format is simply ``orjson.dumps(event)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PROTOCOL_VERSION = 1
+
+TurnStatus = Literal["completed", "interrupted", "superseded", "failed"]
+
+
+# --- inbound ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserMessage:
+    """The user said (or typed) something: starts a turn."""
+
+    text: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Stop the streaming turn; ``heard_text`` is what the user actually heard."""
+
+    turn_id: str | None = None
+    heard_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreate:
+    """Make the assistant speak without a user message (a greeting, a nudge)."""
+
+    instructions: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    """Change the session's system instructions and/or language."""
+
+    instructions: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Application-level ping; answered by :class:`Pong` with the same id."""
+
+    id: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """The client is done: end the streaming turn and close cleanly."""
+
+
+ClientEvent = UserMessage | Interrupt | ResponseCreate | SessionUpdate | Ping | SessionEnd
+
+
+# --- outbound --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Milliseconds from the start of a turn; ``None`` when it never happened."""
+
+    first_token_ms: int | None
+    first_chunk_ms: int | None
+    total_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionReady:
+    type: Literal["session.ready"] = "session.ready"
+    session_id: str
+    seq: int
+    resume_token: str
+    protocol: int = PROTOCOL_VERSION
+    provider: str
+    model: str
+    language: str
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionUpdated:
+    type: Literal["session.updated"] = "session.updated"
+    session_id: str
+    seq: int
+    language: str
+    instructions: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEnded:
+    type: Literal["session.ended"] = "session.ended"
+    session_id: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseStart:
+    type: Literal["response.start"] = "response.start"
+    session_id: str
+    seq: int
+    turn_id: str
+    in_reply_to: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseTts:
+    type: Literal["response.tts"] = "response.tts"
+    session_id: str
+    seq: int
+    turn_id: str
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseEnd:
+    type: Literal["response.end"] = "response.end"
+    session_id: str
+    seq: int
+    turn_id: str
+    status: TurnStatus
+    text: str
+    spoken_text: str | None
+    reason: str | None
+    latency: Latency
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryTruncated:
+    """An already ended turn was cut to what the user heard."""
+
+    type: Literal["history.truncated"] = "history.truncated"
+    session_id: str
+    seq: int
+    turn_id: str
+    spoken_text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong:
+    type: Literal["pong"] = "pong"
+    session_id: str
+    seq: int
+    id: str | int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error:
+    type: Literal["error"] = "error"
+    session_id: str
+    seq: int
+    code: str
+    message: str
+    fatal: bool = False
+    turn_id: str | None = None
+    retryable: bool | None = None
+    detail: str | None = None
+
+
+ServerEvent = (
+    SessionReady
+    | SessionUpdated
+    | SessionEnded
+    | ResponseStart
+    | ResponseTts
+    | ResponseEnd
+    | HistoryTruncated
+    | Pong
+    | Error
+)

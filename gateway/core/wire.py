@@ -1,0 +1,163 @@
+"""The native JSON protocol v1: decode client frames, encode server events.
+
+Client frames are parsed with a pydantic discriminated union on ``type``; unknown
+fields are ignored so that newer clients keep working. A text frame that is not
+JSON at all is taken as a ``user.message``, so typing into ``wscat`` works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+
+from gateway.core.codes import ErrorCode
+from gateway.core.events import (
+    ClientEvent,
+    Interrupt,
+    Ping,
+    ResponseCreate,
+    ServerEvent,
+    SessionEnd,
+    SessionUpdate,
+    UserMessage,
+)
+
+# Characters that can start a JSON document; any other first character is plain text.
+_JSON_START = frozenset('{["-0123456789tfn')
+_ID_MAX = 128
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _UserMessage(_Model):
+    type: Literal["user.message"]
+    text: StrictStr
+    id: Annotated[StrictStr, Field(min_length=1, max_length=_ID_MAX)] | None = None
+
+
+class _Interrupt(_Model):
+    type: Literal["interrupt"]
+    turn_id: StrictStr | None = None
+    heard_text: StrictStr | None = None
+
+
+class _ResponseCreate(_Model):
+    type: Literal["response.create"]
+    instructions: StrictStr | None = None
+
+
+class _SessionUpdate(_Model):
+    type: Literal["session.update"]
+    instructions: StrictStr | None = None
+    language: Annotated[StrictStr, Field(max_length=35)] | None = None
+
+
+class _Ping(_Model):
+    type: Literal["ping"]
+    id: Annotated[StrictStr, Field(max_length=_ID_MAX)] | StrictInt | None = None
+
+
+class _SessionEnd(_Model):
+    type: Literal["session.end"]
+
+
+_ClientFrame = Annotated[
+    _UserMessage | _Interrupt | _ResponseCreate | _SessionUpdate | _Ping | _SessionEnd,
+    Field(discriminator="type"),
+]
+_CLIENT_FRAME: TypeAdapter[_ClientFrame] = TypeAdapter(_ClientFrame)
+
+CLIENT_TYPES = (
+    "user.message",
+    "interrupt",
+    "response.create",
+    "session.update",
+    "ping",
+    "session.end",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    """A frame that could not be turned into an event, and why."""
+
+    code: ErrorCode
+    message: str
+
+
+def _to_event(frame: _ClientFrame) -> ClientEvent:
+    match frame:
+        case _UserMessage():
+            return UserMessage(text=frame.text, id=frame.id)
+        case _Interrupt():
+            return Interrupt(turn_id=frame.turn_id, heard_text=frame.heard_text)
+        case _ResponseCreate():
+            return ResponseCreate(instructions=frame.instructions)
+        case _SessionUpdate():
+            return SessionUpdate(instructions=frame.instructions, language=frame.language)
+        case _Ping():
+            return Ping(id=frame.id)
+        case _SessionEnd():
+            return SessionEnd()
+
+
+def _describe(exc: ValidationError) -> WireError:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    kind = err["type"]
+    if kind == "union_tag_invalid":
+        return WireError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"unknown event type; expected one of: {', '.join(CLIENT_TYPES)}",
+        )
+    loc = err["loc"]  # (event type, field, [union member]) for a tagged union
+    field = str(loc[1]) if len(loc) > 1 else str(loc[0])
+    if kind == "missing":
+        return WireError(ErrorCode.INVALID_FIELD, f"field '{field}' is required")
+    return WireError(ErrorCode.INVALID_FIELD, f"field '{field}' is invalid: {err['msg']}")
+
+
+def decode(frame: str | bytes, *, max_bytes: int) -> ClientEvent | WireError:
+    """Turn one WebSocket frame into a client event, or say what is wrong with it."""
+    if isinstance(frame, bytes):
+        return WireError(ErrorCode.BINARY_FRAME, "binary frames are not supported; send JSON text")
+    if len(frame) > max_bytes or (len(frame) * 4 > max_bytes and len(frame.encode()) > max_bytes):
+        return WireError(ErrorCode.FRAME_TOO_LARGE, f"the frame is larger than {max_bytes} bytes")
+    head = frame.lstrip()[:1]
+    if head not in _JSON_START:
+        return UserMessage(text=frame)
+    try:
+        data = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        if head in "{[":
+            return WireError(
+                ErrorCode.INVALID_JSON, "the frame starts like JSON but is not valid JSON"
+            )
+        return UserMessage(text=frame)  # plain text such as "3 apples" or "no thanks"
+    if not isinstance(data, dict):
+        return WireError(ErrorCode.NOT_AN_OBJECT, "the frame must be a JSON object")
+    if not isinstance(data.get("type"), str):
+        if "type" not in data:
+            return WireError(ErrorCode.MISSING_TYPE, "the event has no 'type' field")
+        return WireError(ErrorCode.MISSING_TYPE, "the event 'type' must be a string")
+    try:
+        return _to_event(_CLIENT_FRAME.validate_python(data))
+    except ValidationError as exc:
+        return _describe(exc)
+
+
+def encode(event: ServerEvent) -> str:
+    """Serialize a server event as one JSON text frame."""
+    return orjson.dumps(event).decode()

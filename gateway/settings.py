@@ -1,0 +1,102 @@
+"""Settings: the only module that reads the environment (and an optional ``.env``).
+
+Every field is read from the environment variable named in its alias, so that a
+bad value is reported with the variable's own name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Gateway configuration. See the configuration table in README.md."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=False,
+        frozen=True,
+    )
+
+    gemini_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
+    gemini_model: Annotated[str, Field(min_length=1, validation_alias="GEMINI_MODEL")] = (
+        DEFAULT_GEMINI_MODEL
+    )
+    gemini_base_url: Annotated[
+        str | None, Field(pattern=r"^https?://\S+$", validation_alias="GEMINI_BASE_URL")
+    ] = None
+    gemini_timeout_s: Annotated[float, Field(gt=0, validation_alias="GEMINI_TIMEOUT_S")] = 60.0
+
+    instructions: Annotated[str | None, Field(validation_alias="GATEWAY_INSTRUCTIONS")] = None
+    instructions_file: Annotated[
+        Path | None, Field(validation_alias="GATEWAY_INSTRUCTIONS_FILE")
+    ] = None
+    language: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", validation_alias="GATEWAY_LANGUAGE"),
+    ] = "en"
+
+    host: Annotated[str, Field(min_length=1, validation_alias="GATEWAY_HOST")] = "127.0.0.1"
+    port: Annotated[
+        int, Field(ge=0, le=65535, validation_alias=AliasChoices("GATEWAY_PORT", "PORT"))
+    ] = 8000
+    log_level: Annotated[LogLevel, Field(validation_alias="GATEWAY_LOG_LEVEL")] = "info"
+
+    max_frame_bytes: Annotated[int, Field(ge=1024, validation_alias="GATEWAY_MAX_FRAME_BYTES")] = (
+        65536
+    )
+    max_text_chars: Annotated[int, Field(ge=1, validation_alias="GATEWAY_MAX_TEXT_CHARS")] = 4000
+    send_queue_size: Annotated[int, Field(ge=8, validation_alias="GATEWAY_SEND_QUEUE")] = 1024
+    replay_capacity: Annotated[int, Field(ge=16, validation_alias="GATEWAY_REPLAY_EVENTS")] = 1024
+    max_chunk_chars: Annotated[int, Field(ge=40, validation_alias="GATEWAY_MAX_CHUNK_CHARS")] = 300
+    offline_token_delay_ms: Annotated[
+        float, Field(ge=0, validation_alias="GATEWAY_OFFLINE_DELAY_MS")
+    ] = 20.0
+
+    @model_validator(mode="after")
+    def _instructions_source(self) -> Settings:
+        if self.instructions and self.instructions_file:
+            raise ValueError("set GATEWAY_INSTRUCTIONS or GATEWAY_INSTRUCTIONS_FILE, not both")
+        if self.instructions_file is not None and not self.instructions_file.is_file():
+            raise ValueError(
+                f"GATEWAY_INSTRUCTIONS_FILE: {self.instructions_file} is not a readable file"
+            )
+        return self
+
+    def system_instruction(self) -> str | None:
+        """The system instructions, read from the file when one is configured."""
+        if self.instructions_file is not None:
+            return self.instructions_file.read_text(encoding="utf-8").strip() or None
+        return self.instructions.strip() if self.instructions else None
+
+    @property
+    def uses_gemini(self) -> bool:
+        return self.gemini_api_key is not None and bool(self.gemini_api_key.get_secret_value())
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; the message names each bad variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, turning validation errors into :class:`SettingsError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            name = ".".join(str(part) for part in err["loc"]) or "configuration"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

@@ -1,0 +1,40 @@
+"""The bounded replay log."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.core.events import Pong
+from gateway.core.replay import ReplayLog
+
+
+def pong(seq: int) -> Pong:
+    return Pong(session_id="s", seq=seq, id=None)
+
+
+def test_since_returns_events_after_seq_in_order() -> None:
+    log = ReplayLog(10, [pong(i) for i in range(1, 6)])
+    assert [e.seq for e in log.since(2) or []] == [3, 4, 5]
+    assert log.since(5) == []
+    assert log.since(9) == []
+
+
+def test_since_says_none_when_events_were_dropped() -> None:
+    log = ReplayLog(3)
+    for i in range(1, 7):
+        log.append(pong(i))
+    assert (log.first_seq, log.last_seq, len(log)) == (4, 6, 3)
+    assert log.since(2) is None
+    assert [e.seq for e in log.since(3) or []] == [4, 5, 6]
+
+
+def test_append_refuses_a_gap() -> None:
+    log = ReplayLog(3, [pong(1)])
+    with pytest.raises(ValueError, match="does not follow"):
+        log.append(pong(3))
+
+
+def test_tail() -> None:
+    log = ReplayLog(5, [pong(i) for i in range(1, 5)])
+    assert [e.seq for e in log.tail(2)] == [3, 4]
+    assert log.tail(0) == []

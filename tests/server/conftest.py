@@ -1,0 +1,57 @@
+"""Fixtures that run the real gateway under uvicorn on a free port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.support.fake_gemini import FakeGemini
+from tests.support.servers import RunningServer, running
+
+GatewayFactory = Callable[..., RunningServer]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the settings they pass, never the developer's own keys."""
+    for name in list(os.environ):
+        if name.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_")) or name in (
+            "GOOGLE_API_KEY",
+            "PORT",
+        ):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[GatewayFactory]:
+    """Start a gateway with settings given by their environment names, e.g. GATEWAY_LANGUAGE."""
+    with ExitStack() as stack:
+
+        def start(**env: Any) -> RunningServer:
+            settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
+            return stack.enter_context(running(create_app(settings)))
+
+        yield start
+
+
+@pytest.fixture
+def offline_gateway(start_gateway: GatewayFactory) -> RunningServer:
+    """A gateway on the offline provider, streaming without delay."""
+    return start_gateway(GATEWAY_OFFLINE_DELAY_MS=0)
+
+
+@pytest.fixture
+def gemini_gateway(start_gateway: GatewayFactory, fake_gemini: FakeGemini) -> RunningServer:
+    """A gateway on the real google-genai SDK, talking to the fake Gemini server."""
+    return start_gateway(
+        GEMINI_API_KEY="test-key-not-secret",
+        GEMINI_BASE_URL=fake_gemini.url,
+        GEMINI_MODEL="gemini-test",
+        GATEWAY_INSTRUCTIONS="You are a helpful voice assistant.",
+    )
