@@ -8,24 +8,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from gateway import __version__
+from gateway.api import api_routes
 from gateway.connection import Connection
 from gateway.core import wire
-from gateway.core.events import ClientEvent, ServerEvent
+from gateway.core.codes import CloseCode
+from gateway.core.events import ClientEvent, Heartbeat, ServerEvent
+from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.core.wire import WireError
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
-from gateway.sessions import SessionManager
+from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager
 from gateway.settings import Settings
+from gateway.stores.base import SessionStore, StoreError
+from gateway.stores.factory import open_store
 
 log = logging.getLogger("gateway")
 
@@ -55,8 +59,46 @@ class NativeCodec:
     def decode(self, frame: str | bytes) -> ClientEvent | WireError:
         return wire.decode(frame, max_bytes=self._max)
 
-    def encode(self, event: ServerEvent) -> str:
-        return wire.encode(event)
+    def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str:
+        return frame.data
+
+    def heartbeat(self, session_id: str, seq: int) -> str:
+        return wire.encode(Heartbeat(session_id=session_id, seq=seq))
+
+
+def _manager(conn: HTTPConnection) -> SessionManager:
+    manager: SessionManager = conn.app.state.manager
+    return manager
+
+
+def _store(conn: HTTPConnection) -> SessionStore:
+    store: SessionStore = conn.app.state.store
+    return store
+
+
+def _resume_params(websocket: WebSocket) -> tuple[str, str, int] | str | None:
+    """``(session_id, token, last_seq)`` when the client resumes, an error text if
+    the parameters are wrong, ``None`` for a new session."""
+    params = websocket.query_params
+    session_id = params.get("session_id")
+    if session_id is None:
+        return None
+    token = params.get("resume_token")
+    if not token:
+        return "resume_token is required with session_id"
+    raw = params.get("last_seq", "0")
+    if not raw.isdigit() or len(raw) > 18:
+        return "last_seq must be a non-negative integer"
+    return session_id, token, int(raw)
+
+
+async def _sweep_forever(manager: SessionManager, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.sweep_interval_s)
+        try:
+            await manager.sweep(settings.session_ttl_s)
+        except StoreError:
+            log.exception("session sweep failed; will try again")
 
 
 def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> Starlette:
@@ -67,7 +109,6 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         system_instruction=settings.system_instruction(),
         language=settings.language,
         max_text_chars=settings.max_text_chars,
-        replay_capacity=settings.replay_capacity,
         max_chunk_chars=settings.max_chunk_chars,
     )
 
@@ -81,41 +122,78 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
-        config = replace(session_config, provider=llm.name, model=llm.model)
+        store = await open_store(settings.store_url)
+        log.info("session store: %s", settings.store_url.split("://", 1)[0])
+        config = ManagerConfig(
+            session=replace(session_config, provider=llm.name, model=llm.model),
+            replay_capacity=settings.replay_capacity,
+            grace_s=settings.resume_grace_s,
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
-                manager = SessionManager(llm, config, tasks)
+                manager = SessionManager(provider=llm, store=store, config=config, tasks=tasks)
                 app.state.manager = manager
+                app.state.store = store
+                sweeper = tasks.create_task(_sweep_forever(manager, settings), name="sweeper")
                 try:
                     yield
                 finally:
-                    manager.shutdown()
+                    sweeper.cancel()
+                    await manager.shutdown()
         finally:
+            await store.aclose()
             await llm.aclose()
 
     async def websocket_native(websocket: WebSocket) -> None:
-        manager: SessionManager = websocket.app.state.manager
+        manager = _manager(websocket)
+        resume = _resume_params(websocket)
         await websocket.accept()
-        runtime = manager.create()
-        connection = Connection(
-            websocket, NativeCodec(settings.max_frame_bytes), queue_size=settings.send_queue_size
-        )
-        log.info("connection open session=%s", runtime.session.id)
+        if isinstance(resume, str):
+            await websocket.close(CloseCode.BAD_RESUME, resume)
+            return
         try:
-            await connection.serve(runtime)
+            if resume is None:
+                runtime, token = await manager.start()
+                last_seq: int | None = None
+            else:
+                session_id, token, last_seq = resume
+                runtime = await manager.resume(session_id, token)
+        except ResumeRefused as refused:
+            log.info("resume refused code=%s", refused.code)
+            await websocket.close(refused.code, refused.reason)
+            return
+        except StoreError:
+            log.exception("session store failed while opening a session")
+            await websocket.close(CloseCode.INTERNAL_ERROR, "session store unavailable")
+            return
+        connection = Connection(
+            websocket,
+            NativeCodec(settings.max_frame_bytes),
+            session_id=runtime.session.id,
+            queue_size=settings.send_queue_size,
+            heartbeat_s=settings.heartbeat_s,
+        )
+        log.info("connection open session=%s resumed=%s", runtime.session.id, resume is not None)
+        try:
+            await connection.serve(runtime, resume_token=token, last_seq=last_seq)
         finally:
-            manager.release(runtime)
             log.info(
                 "connection closed session=%s code=%s", runtime.session.id, connection.close_code
             )
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
-
-    routes: list[Route | WebSocketRoute | Mount] = [
+    routes: list[BaseRoute] = [
         WebSocketRoute("/ws", websocket_native),
-        Route("/health", health),
+        *api_routes(_manager, _store),
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=StaticFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Server options that belong to the gateway's behaviour (used by the CLI and tests)."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_ping_interval": settings.ping_interval_s,
+        "ws_ping_timeout": settings.ping_timeout_s,
+    }

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from gateway import __version__
-from gateway.app import create_app
+from gateway.app import create_app, uvicorn_options
 from gateway.settings import SettingsError, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,
-        ws="websockets-sansio",
         proxy_headers=True,
+        **uvicorn_options(settings),
     )
     return 0

@@ -1,9 +1,11 @@
 """One WebSocket connection: a reader and a writer task around a bounded send queue.
 
 The reader decodes frames with the connection's codec and feeds the session
-runtime; the writer sends encoded events in order. A client that stops reading
+runtime; the writer sends events in order, and a heartbeat data frame whenever
+nothing was sent for a while (proxies and load balancers cut sockets that look
+idle, and they ignore WebSocket control frames). A client that stops reading
 fills the queue; the connection is then closed with ``4008`` instead of growing
-memory without bound (the session keeps every event in its replay log).
+memory without bound, and the session stays resumable.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.core.codes import CloseCode
 from gateway.core.events import ClientEvent, ServerEvent
+from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
 from gateway.runtime import SessionRuntime
 
@@ -30,8 +33,12 @@ class Codec(Protocol):
         """One frame from the client, as an event or an error."""
         ...
 
-    def encode(self, event: ServerEvent) -> str | None:
+    def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | None:
         """One server event as a text frame, or ``None`` to send nothing."""
+        ...
+
+    def heartbeat(self, session_id: str, seq: int) -> str | None:
+        """A keep-alive data frame, or ``None`` if the protocol has none."""
         ...
 
 
@@ -44,28 +51,44 @@ class _CloseRequest:
 class Connection:
     """Serves one accepted WebSocket for one session runtime."""
 
-    def __init__(self, websocket: WebSocket, codec: Codec, *, queue_size: int) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        codec: Codec,
+        *,
+        session_id: str,
+        queue_size: int,
+        heartbeat_s: float,
+    ) -> None:
         self._ws = websocket
         self._codec = codec
+        self._session_id = session_id
         self._queue: asyncio.Queue[str | _CloseRequest] = asyncio.Queue(queue_size)
+        self._heartbeat_s = heartbeat_s
         self._closing = False
+        self._last_seq = 0
         self.close_code: int | None = None
 
     # --- ClientSink --------------------------------------------------------------
 
-    def deliver(self, event: ServerEvent) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def deliver(self, frame: LoggedEvent, event: ServerEvent | None = None) -> None:
         """Queue an event; on overflow, give up on this client (it can resume)."""
         if self._closing:
             return
-        frame = self._codec.encode(event)
-        if frame is None:
+        text = self._codec.encode(frame, event)
+        if text is None:
             return
         try:
-            self._queue.put_nowait(frame)
+            self._queue.put_nowait(text)
         except asyncio.QueueFull:
-            log.warning("send queue full session=%s: closing slow client", event.session_id)
-            self._drain()
-            self.close(CloseCode.SLOW_CONSUMER, "client too slow to read")
+            log.warning("send queue full session=%s: closing slow client", self._session_id)
+            self.abort(CloseCode.SLOW_CONSUMER, "client too slow to read")
+            return
+        self._last_seq = frame.seq
 
     def close(self, code: int, reason: str) -> None:
         """Close after everything queued so far is sent."""
@@ -74,27 +97,40 @@ class Connection:
         self._closing = True
         self._queue.put_nowait(_CloseRequest(code, reason))
 
+    def abort(self, code: int, reason: str) -> None:
+        """Close now: whatever is still queued is dropped."""
+        if self._closing:
+            return
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.close(code, reason)
+
     # --- tasks -------------------------------------------------------------------
 
-    async def serve(self, runtime: SessionRuntime) -> None:
-        """Run until the client disconnects or the session closes the connection."""
-        runtime.attach(self)
+    async def serve(
+        self, runtime: SessionRuntime, *, resume_token: str, last_seq: int | None
+    ) -> None:
+        """Run until the client disconnects or the connection is closed."""
+        runtime.attach(self, resume_token=resume_token, last_seq=last_seq)
         try:
-            runtime.open()
             async with asyncio.TaskGroup() as tg:
                 reader = tg.create_task(self._read(runtime), name="ws-reader")
                 writer = tg.create_task(self._write(), name="ws-writer")
                 reader.add_done_callback(lambda _: writer.cancel())
                 writer.add_done_callback(lambda _: reader.cancel())
         finally:
+            self._closing = True
             runtime.detach(self)
 
     async def _read(self, runtime: SessionRuntime) -> None:
         while True:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
-                self.close_code = message.get("code", CloseCode.NORMAL)
+                if self.close_code is None:
+                    self.close_code = message.get("code", CloseCode.NORMAL)
                 return
+            if self._closing:
+                continue
             text: str | None = message.get("text")
             frame: str | bytes = text if text is not None else message.get("bytes") or b""
             result = self._codec.decode(frame)
@@ -105,7 +141,14 @@ class Connection:
 
     async def _write(self) -> None:
         while True:
-            item = await self._queue.get()
+            try:
+                async with asyncio.timeout(self._heartbeat_s):
+                    item = await self._queue.get()
+            except TimeoutError:
+                beat = self._codec.heartbeat(self._session_id, self._last_seq)
+                if beat is None:
+                    continue
+                item = beat
             if isinstance(item, _CloseRequest):
                 self.close_code = item.code
                 try:
@@ -117,7 +160,3 @@ class Connection:
                 await self._ws.send_text(item)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return  # the reader sees the disconnect
-
-    def _drain(self) -> None:
-        while not self._queue.empty():
-            self._queue.get_nowait()

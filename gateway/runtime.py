@@ -1,10 +1,21 @@
 """The asyncio shell around one :class:`~gateway.core.session.Session`.
 
 It feeds the core what arrives (client events, provider deltas, the clock) and
-carries out the effects it returns: events go to the attached client, provider
-streams run as tasks in the application's task group, cancelled turns have their
-streams closed. The runtime outlives any one connection, so that a later change
-can let a client resume it.
+carries out the effects it returns:
+
+- provider streams run as tasks in the application's task group; a cancelled
+  turn has its stream closed;
+- every session event is logged for replay, **stored, then delivered**: one
+  flusher task per session commits what accumulated (events, turn records, the
+  state snapshot) in one store transaction, then hands the events to the attached
+  client in order. A client never sees an event the store does not have, so after
+  a crash it can resume without a gap or a repeat;
+- attaching a client is a marker in that same pipeline, so ``session.ready`` and
+  the replay of what the client missed land exactly between the last event
+  delivered and the next live one.
+
+The runtime outlives its connections: when the client goes away, the streaming
+turn goes on for a grace period so that a resuming client still gets it.
 """
 
 from __future__ import annotations
@@ -12,14 +23,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.core.codes import ErrorCode
-from gateway.core.effects import CancelGeneration, Close, Send, StartGeneration
-from gateway.core.events import ClientEvent, ResponseEnd, ServerEvent
+from gateway.core import wire
+from gateway.core.codes import CloseCode, ErrorCode
+from gateway.core.effects import (
+    CancelGeneration,
+    Close,
+    SaveState,
+    SaveTurn,
+    Send,
+    StartGeneration,
+)
+from gateway.core.events import (
+    CONNECTION_EVENTS,
+    ClientEvent,
+    ResponseEnd,
+    ServerEvent,
+)
 from gateway.core.history import GenerationRequest
+from gateway.core.records import TurnRecord
+from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
+from gateway.core.state import encode_state
 from gateway.providers.base import LLMProvider, ProviderError
+from gateway.stores.base import SessionStore, StoreError
 
 log = logging.getLogger("gateway.turn")
 
@@ -27,13 +56,44 @@ log = logging.getLogger("gateway.turn")
 class ClientSink(Protocol):
     """Where a runtime sends its events: the connection attached to it."""
 
-    def deliver(self, event: ServerEvent) -> None:
-        """Queue one event for sending; must not block."""
+    @property
+    def closed(self) -> bool:
+        """The connection is gone or going: send nothing more."""
+        ...
+
+    def deliver(self, frame: LoggedEvent, event: ServerEvent | None = None) -> None:
+        """Queue one event: ``frame`` is its native JSON with its ``seq``, ``event``
+        the object when there is one (a replayed event after a restart has none).
+        Must not block."""
         ...
 
     def close(self, code: int, reason: str) -> None:
         """Close once everything queued so far was sent."""
         ...
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping whatever is still queued."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Attach:
+    client: ClientSink
+    resume_token: str
+    last_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    logged: LoggedEvent
+    event: ServerEvent
+
+
+_Item = _Out | _Attach | Close
+
+
+def _frame(event: ServerEvent) -> LoggedEvent:
+    return LoggedEvent(event.seq, event.type, None, wire.encode(event))
 
 
 async def _aclose(stream: AsyncIterator[str]) -> None:
@@ -43,40 +103,71 @@ async def _aclose(stream: AsyncIterator[str]) -> None:
 
 
 class SessionRuntime:
-    """Runs one session: carries out its effects and owns its generation tasks."""
+    """Runs one session: its provider tasks, its store pipeline, its client."""
 
     def __init__(
         self,
         session: Session,
+        *,
+        token_hash: str,
         provider: LLMProvider,
+        store: SessionStore,
         tasks: asyncio.TaskGroup,
         clock: Callable[[], float],
+        replay: ReplayLog,
+        grace_s: float,
+        on_stopped: Callable[[SessionRuntime], None],
     ) -> None:
         self.session = session
+        self.token_hash = token_hash
+        self.replay = replay
         self._provider = provider
+        self._store = store
         self._tasks = tasks
         self._clock = clock
+        self._grace_s = grace_s
+        self._on_stopped = on_stopped
         self._generations: dict[str, asyncio.Task[None]] = {}
+        self._pending: list[_Item] = []
+        self._pending_turns: dict[str, TurnRecord] = {}
+        self._unstored: list[LoggedEvent] = []
+        self._state_dirty = False
+        self._wake = asyncio.Event()
+        self._delivered_seq = replay.last_seq or session.seq
         self._client: ClientSink | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self.stopping = False
+        self._flusher = tasks.create_task(self._flush_loop(), name=f"flush:{session.id}")
+
+    # --- clients -----------------------------------------------------------------
 
     @property
-    def generating(self) -> int:
-        """How many provider streams are running (0 or 1 in steady state)."""
-        return len(self._generations)
+    def attached(self) -> bool:
+        """A client is attached (or about to be)."""
+        return self._client is not None or any(isinstance(i, _Attach) for i in self._pending)
 
-    def attach(self, client: ClientSink) -> None:
-        """Send this runtime's events to ``client`` from now on."""
-        self._client = client
+    def attach(self, client: ClientSink, *, resume_token: str, last_seq: int | None) -> None:
+        """Send this session to ``client`` from now on, after ``session.ready``.
+
+        ``last_seq`` is the newest ``seq`` the client has (resume), or ``None`` for
+        a client that starts fresh. A client already attached is cut off: it gets
+        nothing more.
+        """
+        self._cancel_grace()
+        old, self._client = self._client, None
+        if old is not None and old is not client:
+            old.abort(CloseCode.TAKEN_OVER, "another connection resumed this session")
+        self._pending.append(_Attach(client, resume_token, last_seq))
+        self._wake.set()
 
     def detach(self, client: ClientSink) -> None:
-        """Stop sending to ``client`` (if it is still the attached one)."""
+        """``client`` is gone; keep the session for the grace period."""
         if self._client is client:
             self._client = None
+        if not self.attached and not self.stopping:
+            self._start_grace()
 
-    def open(self) -> None:
-        """Greet the attached client."""
-        self.session.open()
-        self._apply()
+    # --- inputs ------------------------------------------------------------------
 
     def receive(self, event: ClientEvent) -> None:
         """Feed one client event to the core."""
@@ -88,24 +179,50 @@ class SessionRuntime:
         self.session.reject(code, message, now=self._clock())
         self._apply()
 
-    def disconnected(self) -> None:
-        """The client is gone for good: end the streaming turn, stop its provider stream."""
-        self.session.disconnected(self._clock())
+    def kick(self) -> None:
+        """Carry out effects the core produced outside an input (e.g. on restore)."""
         self._apply()
 
-    def cancel_all(self) -> None:
-        """Cancel every provider stream (shutdown)."""
+    def terminate(self, reason: str) -> None:
+        """End the session for good (deleted): the client gets ``session.ended``."""
+        self.session.end(reason, self._clock())
+        self._apply()
+        self.stop()
+
+    def stop(self, reason: str | None = None) -> None:
+        """Stop streaming (with ``reason`` as the turn's end reason), flush, and go."""
+        if reason is not None:
+            self.session.abandon(reason, self._clock())
+            self._apply()
+        self._cancel_grace()
         for task in self._generations.values():
             task.cancel()
+        self.stopping = True
+        self._wake.set()
+
+    async def stopped(self) -> None:
+        """Wait until the flusher has written everything and ended."""
+        await asyncio.wait({self._flusher})
+
+    # --- effects -----------------------------------------------------------------
 
     def _apply(self) -> None:
         for effect in self.session.effects():
             match effect:
                 case Send(event=event):
+                    if event.type in CONNECTION_EVENTS:
+                        raise RuntimeError(f"{event.type} must be sent by the pipeline")
+                    logged = LoggedEvent(
+                        event.seq, event.type, getattr(event, "turn_id", None), wire.encode(event)
+                    )
+                    self.replay.append(logged)
+                    self._pending.append(_Out(logged, event))
                     if isinstance(event, ResponseEnd):
                         self._log_turn(event)
-                    if self._client is not None:
-                        self._client.deliver(event)
+                case SaveTurn(record=record):
+                    self._pending_turns[record.turn_id] = record
+                case SaveState():
+                    self._state_dirty = True
                 case StartGeneration(request=request):
                     self._generations[request.turn_id] = self._tasks.create_task(
                         self._generate(request),
@@ -115,9 +232,127 @@ class SessionRuntime:
                     task = self._generations.pop(turn_id, None)
                     if task is not None:
                         task.cancel()
+                case Close():
+                    self._pending.append(effect)
+        if self._pending or self._state_dirty or self._pending_turns:
+            self._wake.set()
+
+    # --- the store pipeline ------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending or self._pending_turns or self._state_dirty:
+                    if not await self._flush_once():
+                        break  # the store failed: retry on the next wake, not in a loop
+                if self.stopping:
+                    return
+        except Exception:  # task boundary: never take the application's task group down
+            log.exception("session pipeline crashed session=%s", self.session.id)
+            if self._client is not None:
+                self._client.abort(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._on_stopped(self)
+
+    async def _flush_once(self) -> bool:
+        # Take the batch and the snapshot in one step, so the stored state always
+        # matches the stored events.
+        batch, self._pending = self._pending, []
+        turns, self._pending_turns = list(self._pending_turns.values()), {}
+        state = encode_state(self.session.state()) if self._state_dirty else None
+        self._state_dirty = False
+        events = self._unstored + [item.logged for item in batch if isinstance(item, _Out)]
+        stored = True
+        if events or turns or state is not None:
+            try:
+                await self._store.commit(
+                    self.session.id,
+                    events=events,
+                    turns=turns,
+                    state=state,
+                    updated_at=self._clock(),
+                )
+                self._unstored = []
+            except StoreError:
+                # Deliver anyway (the conversation goes on) and retry these writes
+                # with the next batch, so the stored log never gets a gap.
+                log.exception(
+                    "store commit failed session=%s: %d event(s) not yet durable, will retry",
+                    self.session.id,
+                    len(events),
+                )
+                self._unstored = events
+                for turn in turns:
+                    self._pending_turns.setdefault(turn.turn_id, turn)
+                self._state_dirty = self._state_dirty or state is not None
+                stored = False
+            if stored and any(e.type == "response.end" for e in events):
+                await self._trim()
+        for item in batch:
+            match item:
+                case _Out(logged=logged, event=event):
+                    self._delivered_seq = logged.seq
+                    if self._client is not None:
+                        self._client.deliver(logged, event)
+                case _Attach():
+                    self._attach_now(item)
                 case Close(code=code, reason=reason):
                     if self._client is not None:
                         self._client.close(code, reason)
+        return stored
+
+    async def _trim(self) -> None:
+        """Keep the stored log as long as the replay log (once per turn)."""
+        try:
+            await self._store.trim_events(self.session.id, self.replay.capacity)
+        except StoreError:
+            log.exception("store trim failed session=%s", self.session.id)
+
+    def _attach_now(self, attach: _Attach) -> None:
+        client = attach.client
+        if client.closed:
+            if not self.attached:
+                self._start_grace()
+            return
+        session = self.session
+        delivered = self._delivered_seq
+        last_seq = attach.last_seq
+        ready = session.ready_event(
+            attach.resume_token,
+            resumed=last_seq is not None,
+            seq=delivered if last_seq is None else min(last_seq, delivered),
+        )
+        client.deliver(_frame(ready), ready)
+        if last_seq is not None:
+            replay = self.replay.since(last_seq, upto=delivered) if last_seq <= delivered else None
+            if replay is None:
+                resync = session.resync_event(delivered)
+                client.deliver(_frame(resync), resync)
+            else:
+                for logged in replay:
+                    client.deliver(logged)
+        self._client = client
+
+    # --- grace -------------------------------------------------------------------
+
+    def _start_grace(self) -> None:
+        if self._grace is None:
+            loop = asyncio.get_running_loop()
+            self._grace = loop.call_later(self._grace_s, self._grace_expired)
+
+    def _cancel_grace(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def _grace_expired(self) -> None:
+        self._grace = None
+        if not self.attached:
+            self.stop(f"the client did not come back within {self._grace_s:g} s")
+
+    # --- generation --------------------------------------------------------------
 
     async def _generate(self, request: GenerationRequest) -> None:
         turn_id = request.turn_id

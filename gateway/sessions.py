@@ -1,15 +1,33 @@
-"""Live sessions of this process: made on connect, released on disconnect."""
+"""The sessions of this process: made, resumed, restored from the store, dropped.
+
+Live sessions are held while a client is attached and for a grace period after;
+everything else lives in the store and comes back on resume. Resume tokens are
+stored as SHA-256 hashes and compared in constant time.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+import orjson
+
+from gateway.core.codes import CloseCode
+from gateway.core.replay import ReplayLog
 from gateway.core.session import Session, SessionConfig
+from gateway.core.state import StateError, decode_state, encode_state
 from gateway.providers.base import LLMProvider
 from gateway.runtime import SessionRuntime
+from gateway.stores.base import SessionMeta, SessionStore
+
+log = logging.getLogger("gateway.sessions")
 
 
 def new_session_id() -> str:
@@ -22,42 +40,197 @@ def new_resume_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def hash_token(token: str) -> str:
+    """What the store keeps instead of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str, token_hash: str) -> bool:
+    """Constant-time check of a presented token against a stored hash."""
+    return hmac.compare_digest(hash_token(token).encode(), token_hash.encode())
+
+
+class ResumeRefused(Exception):
+    """A resume attempt failed; ``code`` is the WebSocket close code to use."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    """How sessions are run and kept."""
+
+    session: SessionConfig
+    replay_capacity: int = 1024
+    grace_s: float = 30.0
+
+
 class SessionManager:
-    """Makes session runtimes and keeps the live ones, for shutdown and lookups."""
+    """Makes, resumes and drops session runtimes."""
 
     def __init__(
         self,
+        *,
         provider: LLMProvider,
-        config: SessionConfig,
+        store: SessionStore,
+        config: ManagerConfig,
         tasks: asyncio.TaskGroup,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._provider = provider
+        self._store = store
         self._config = config
         self._tasks = tasks
         self._clock = clock
         self._live: dict[str, SessionRuntime] = {}
+        self._locks = _KeyedLocks()
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def get(self, session_id: str) -> SessionRuntime | None:
-        return self._live.get(session_id)
+    def live(self, session_id: str) -> SessionRuntime | None:
+        """The live runtime of a session, if this process runs it now."""
+        runtime = self._live.get(session_id)
+        return None if runtime is None or runtime.stopping else runtime
 
-    def create(self) -> SessionRuntime:
-        """A new session with empty history."""
-        session = Session(new_session_id(), new_resume_token(), self._config)
-        runtime = SessionRuntime(session, self._provider, self._tasks, self._clock)
+    async def create(self, *, principal: str | None = None) -> tuple[str, str, float]:
+        """Store a new, empty session; returns its id, resume token and creation time."""
+        session_id, token = new_session_id(), new_resume_token()
+        now = self._clock()
+        state = Session(session_id, self._config.session).state()
+        meta = SessionMeta(session_id, hash_token(token), principal, now, now)
+        await self._store.create(meta, encode_state(state))
+        return session_id, token, now
+
+    async def start(self, *, principal: str | None = None) -> tuple[SessionRuntime, str]:
+        """A new live session for a connecting client, and its resume token."""
+        session_id, token, _ = await self.create(principal=principal)
+        session = Session(session_id, self._config.session)
+        return self._run(session, hash_token(token), ReplayLog(self._config.replay_capacity)), token
+
+    async def resume(self, session_id: str, token: str) -> SessionRuntime:
+        """The session's runtime, live or brought back from the store.
+
+        Raises :class:`ResumeRefused` for an unknown session or a wrong token.
+        """
+        async with self._locks.hold(session_id):
+            runtime = self._live.get(session_id)
+            if runtime is not None and runtime.stopping:
+                await runtime.stopped()
+                runtime = None
+            if runtime is not None:
+                if not token_matches(token, runtime.token_hash):
+                    raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
+                return runtime
+            return await self._restore(session_id, token)
+
+    async def _restore(self, session_id: str, token: str) -> SessionRuntime:
+        stored = await self._store.get(session_id)
+        if stored is None:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
+        if not token_matches(token, stored.meta.token_hash):
+            raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
+        try:
+            state = decode_state(stored.state)
+        except StateError as exc:
+            log.error("cannot restore session=%s: %s", session_id, exc)
+            raise ResumeRefused(CloseCode.INTERNAL_ERROR, "the session cannot be restored") from exc
+        first = await self._store.first_seq(session_id)
+        events = await self._store.read_events(session_id, 0 if first is None else first - 1)
+        replay = ReplayLog(self._config.replay_capacity, events)
+        open_turn = state.open_turn
+        chunks: tuple[str, ...] = ()
+        if open_turn is not None:
+            chunks = tuple(
+                _tts_text(e.data)
+                for e in events
+                if e.type == "response.tts" and e.turn_id == open_turn.turn_id
+            )
+        session = Session.restore(
+            session_id,
+            self._config.session,
+            state,
+            last_seq=replay.last_seq,
+            open_turn_chunks=chunks,
+            now=self._clock(),
+        )
+        runtime = self._run(session, stored.meta.token_hash, replay)
+        runtime.kick()
+        if open_turn is not None:
+            log.warning("session=%s turn=%s was cut by a restart", session_id, open_turn.turn_id)
+        return runtime
+
+    def _run(self, session: Session, token_hash: str, replay: ReplayLog) -> SessionRuntime:
+        runtime = SessionRuntime(
+            session,
+            token_hash=token_hash,
+            provider=self._provider,
+            store=self._store,
+            tasks=self._tasks,
+            clock=self._clock,
+            replay=replay,
+            grace_s=self._config.grace_s,
+            on_stopped=self._stopped,
+        )
         self._live[session.id] = runtime
         return runtime
 
-    def release(self, runtime: SessionRuntime) -> None:
-        """The client left: stop its turn and forget the session."""
-        runtime.disconnected()
-        self._live.pop(runtime.session.id, None)
+    def _stopped(self, runtime: SessionRuntime) -> None:
+        if self._live.get(runtime.session.id) is runtime:
+            del self._live[runtime.session.id]
 
-    def shutdown(self) -> None:
-        """Cancel every provider stream; called when the server stops."""
-        for runtime in self._live.values():
-            runtime.cancel_all()
-        self._live.clear()
+    async def delete(self, session_id: str) -> bool:
+        """End a session (its client gets ``session.ended``) and remove it from the store."""
+        runtime = self._live.get(session_id)
+        if runtime is not None and not runtime.stopping:
+            runtime.terminate("the session was deleted")
+            await runtime.stopped()
+        return await self._store.delete(session_id)
+
+    async def sweep(self, ttl_s: float) -> list[str]:
+        """Expire stored sessions idle for longer than ``ttl_s``; live ones are kept."""
+        now = self._clock()
+        for session_id, runtime in list(self._live.items()):
+            if not runtime.stopping:
+                await self._store.commit(session_id, updated_at=now)
+        expired = await self._store.expire(now - ttl_s)
+        if expired:
+            log.info("expired %d idle session(s)", len(expired))
+        return expired
+
+    async def shutdown(self) -> None:
+        """Stop every live session (streaming turns end ``interrupted``) and flush."""
+        runtimes = list(self._live.values())
+        for runtime in runtimes:
+            runtime.stop("the gateway is shutting down")
+        for runtime in runtimes:
+            await runtime.stopped()
+
+
+class _KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def _tts_text(data: str) -> str:
+    text = orjson.loads(data).get("text")
+    return text if isinstance(text, str) else ""

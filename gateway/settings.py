@@ -9,8 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.stores.factory import store_from_url
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
 
@@ -65,6 +74,26 @@ class Settings(BaseSettings):
         float, Field(ge=0, validation_alias="GATEWAY_OFFLINE_DELAY_MS")
     ] = 20.0
 
+    store_url: Annotated[str, Field(min_length=1, validation_alias="GATEWAY_STORE")] = (
+        "sqlite:///voice-gateway.db"
+    )
+    resume_grace_s: Annotated[float, Field(ge=0, validation_alias="GATEWAY_RESUME_GRACE_S")] = 30.0
+    session_ttl_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_SESSION_TTL_S")] = 86400.0
+    sweep_interval_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_SWEEP_INTERVAL_S")] = (
+        60.0
+    )
+    heartbeat_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_HEARTBEAT_S")] = 20.0
+    ping_interval_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_PING_INTERVAL_S")] = (
+        20.0
+    )
+    ping_timeout_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_PING_TIMEOUT_S")] = 20.0
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        store_from_url(url)  # raises ValueError naming GATEWAY_STORE
+        return url
+
     @model_validator(mode="after")
     def _instructions_source(self) -> Settings:
         if self.instructions and self.instructions_file:
@@ -98,5 +127,6 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
             name = ".".join(str(part) for part in err["loc"]) or "configuration"
-            lines.append(f"{name}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(msg if msg.startswith(f"{name}:") else f"{name}: {msg}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

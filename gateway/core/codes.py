@@ -29,6 +29,11 @@ class CloseCode(IntEnum):
     """WebSocket close codes the gateway uses."""
 
     NORMAL = 1000
-    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
     SLOW_CONSUMER = 4008
+    BAD_RESUME = 4400
+    BAD_RESUME_TOKEN = 4401
+    UNKNOWN_SESSION = 4404
+    TAKEN_OVER = 4409

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from gateway.core.events import ServerEvent
 from gateway.core.history import GenerationRequest
+from gateway.core.records import TurnRecord
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Deliver a server event to the client (it is already in the replay log)."""
+    """Deliver a server event to the client (session events after they are stored)."""
 
     event: ServerEvent
 
@@ -34,6 +35,18 @@ class CancelGeneration:
 
 
 @dataclass(frozen=True, slots=True)
+class SaveTurn:
+    """Store this turn record (made at the start and at the end of a turn)."""
+
+    record: TurnRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SaveState:
+    """The session's snapshot changed: store it with the events sent so far."""
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the client connection once everything before this effect was sent."""
 
@@ -41,4 +54,4 @@ class Close:
     reason: str
 
 
-Effect = Send | StartGeneration | CancelGeneration | Close
+Effect = Send | StartGeneration | CancelGeneration | SaveTurn | SaveState | Close

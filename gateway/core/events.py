@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.core.history import Message
+
 PROTOCOL_VERSION = 1
 
 TurnStatus = Literal["completed", "interrupted", "superseded", "failed"]
@@ -57,11 +59,21 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackAck:
+    """Chunk ``index`` of ``turn_id`` finished playing: the user heard it."""
+
+    turn_id: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnd:
     """The client is done: end the streaming turn and close cleanly."""
 
 
-ClientEvent = UserMessage | Interrupt | ResponseCreate | SessionUpdate | Ping | SessionEnd
+ClientEvent = (
+    UserMessage | Interrupt | PlaybackAck | ResponseCreate | SessionUpdate | Ping | SessionEnd
+)
 
 
 # --- outbound --------------------------------------------------------------------
@@ -87,6 +99,33 @@ class SessionReady:
     model: str
     language: str
     resumed: bool = False
+
+
+#: Server events that describe the connection, not the conversation: they do not
+#: advance ``seq`` and are never logged or replayed.
+CONNECTION_EVENTS = frozenset({"session.ready", "session.resync", "heartbeat"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionResync:
+    """A resuming client asked for events the log no longer holds: here is the
+    transcript instead. A connection event: ``seq`` is where the session stands."""
+
+    type: Literal["session.resync"] = "session.resync"
+    session_id: str
+    seq: int
+    transcript: tuple[Message, ...]
+    streaming_turn_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """Keeps idle connections alive through proxies. A connection event: ``seq``
+    is the last ``seq`` sent on this connection."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    session_id: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +189,17 @@ class HistoryTruncated:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UserDuplicate:
+    """A ``user.message`` repeated an ``id`` already answered: no new turn."""
+
+    type: Literal["user.duplicate"] = "user.duplicate"
+    session_id: str
+    seq: int
+    id: str
+    turn_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pong:
     type: Literal["pong"] = "pong"
     session_id: str
@@ -172,12 +222,15 @@ class Error:
 
 ServerEvent = (
     SessionReady
+    | SessionResync
+    | Heartbeat
     | SessionUpdated
     | SessionEnded
     | ResponseStart
     | ResponseTts
     | ResponseEnd
     | HistoryTruncated
+    | UserDuplicate
     | Pong
     | Error
 )

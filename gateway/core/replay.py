@@ -1,27 +1,44 @@
-"""Bounded log of the server events a session sent, by ``seq``, for resume.
+"""Bounded in-memory log of the server events a session sent, by ``seq``.
 
-Shaped as append / read-since / tail so that a store (SQLite, Redis Streams) can
-hold the same log across restarts and instances.
+It holds each event as it went on the wire, so a resuming client is answered
+from memory without re-encoding. Shaped as append / read-since / tail, like the
+stores' event log that backs it across restarts and instances.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from gateway.core.events import ServerEvent
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One server event as sent: its ``seq``, ``type``, ``turn_id`` and JSON text."""
+
+    seq: int
+    type: str
+    turn_id: str | None
+    data: str
 
 
 class ReplayLog:
-    """The last ``capacity`` events, in ``seq`` order."""
+    """The last ``capacity`` events, in ``seq`` order, without gaps."""
 
-    def __init__(self, capacity: int = 1024, events: Iterable[ServerEvent] = ()) -> None:
+    def __init__(self, capacity: int = 1024, events: Iterable[LoggedEvent] = ()) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self._events: deque[ServerEvent] = deque(events, maxlen=capacity)
+        self._events: deque[LoggedEvent] = deque(maxlen=capacity)
+        for event in events:
+            self.append(event)
 
     def __len__(self) -> int:
         return len(self._events)
+
+    @property
+    def capacity(self) -> int:
+        """How many events the log keeps."""
+        return self._events.maxlen or 0
 
     @property
     def first_seq(self) -> int | None:
@@ -33,23 +50,24 @@ class ReplayLog:
         """The newest ``seq`` held, 0 when empty."""
         return self._events[-1].seq if self._events else 0
 
-    def append(self, event: ServerEvent) -> None:
+    def append(self, event: LoggedEvent) -> None:
         """Add the next event; its ``seq`` must follow the last one."""
         if self._events and event.seq != self._events[-1].seq + 1:
             raise ValueError(f"seq {event.seq} does not follow {self._events[-1].seq}")
         self._events.append(event)
 
-    def since(self, seq: int) -> list[ServerEvent] | None:
-        """Every event with ``seq`` greater than ``seq``, or ``None`` if some were dropped."""
-        if seq >= self.last_seq:
+    def since(self, seq: int, upto: int | None = None) -> list[LoggedEvent] | None:
+        """Events with ``seq < s <= upto`` (default: all newer), or ``None`` if some
+        of them were already dropped from the log."""
+        upto = self.last_seq if upto is None else min(upto, self.last_seq)
+        if seq >= upto:
             return []
         first = self.first_seq
         if first is None or seq + 1 < first:
             return None
-        start = seq + 1 - first
-        return [self._events[i] for i in range(start, len(self._events))]
+        return [self._events[i] for i in range(seq + 1 - first, upto + 1 - first)]
 
-    def tail(self, n: int) -> list[ServerEvent]:
+    def tail(self, n: int) -> list[LoggedEvent]:
         """The newest ``n`` events."""
         if n <= 0:
             return []

@@ -6,18 +6,26 @@ them out. At most one turn streams at a time. A turn always ends with exactly on
 any turn but the streaming one is dropped by turn id.
 
 History is a tuple of immutable messages, so a request handed to a provider can
-never change what the session keeps.
+never change what the session keeps. :meth:`Session.state` and
+:meth:`Session.restore` carry a session across restarts.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.core.chunker import Chunker, ChunkerConfig
 from gateway.core.codes import CloseCode, ErrorCode
-from gateway.core.effects import CancelGeneration, Close, Effect, Send, StartGeneration
+from gateway.core.effects import (
+    CancelGeneration,
+    Close,
+    Effect,
+    SaveState,
+    SaveTurn,
+    Send,
+    StartGeneration,
+)
 from gateway.core.events import (
     ClientEvent,
     Error,
@@ -25,6 +33,7 @@ from gateway.core.events import (
     Interrupt,
     Latency,
     Ping,
+    PlaybackAck,
     Pong,
     ResponseCreate,
     ResponseEnd,
@@ -34,15 +43,20 @@ from gateway.core.events import (
     SessionEnd,
     SessionEnded,
     SessionReady,
+    SessionResync,
     SessionUpdate,
     SessionUpdated,
     TurnStatus,
+    UserDuplicate,
     UserMessage,
 )
 from gateway.core.history import GenerationRequest, Message
-from gateway.core.replay import ReplayLog
+from gateway.core.records import TurnRecord
+from gateway.core.state import STATE_VERSION, LastReply, OpenTurn, SessionState
 
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+#: How many client message ids are remembered to recognise a resent message.
+SEEN_IDS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +68,6 @@ class SessionConfig:
     system_instruction: str | None = None
     language: str = "en"
     max_text_chars: int = 4000
-    replay_capacity: int = 1024
     first_chunk_min_chars: int = 40
     first_chunk_max_chars: int = 120
     max_chunk_chars: int = 300
@@ -64,6 +77,7 @@ class _Turn:
     """Mutable state of the one streaming turn."""
 
     __slots__ = (
+        "acked",
         "chunker",
         "chunks",
         "first_chunk_at",
@@ -72,15 +86,25 @@ class _Turn:
         "in_reply_to",
         "parts",
         "started_at",
+        "user_text",
     )
 
-    def __init__(self, turn_id: str, in_reply_to: str | None, started_at: float, chunker: Chunker):
+    def __init__(
+        self,
+        turn_id: str,
+        in_reply_to: str | None,
+        user_text: str | None,
+        started_at: float,
+        chunker: Chunker,
+    ) -> None:
         self.id = turn_id
         self.in_reply_to = in_reply_to
+        self.user_text = user_text
         self.started_at = started_at
         self.chunker = chunker
         self.parts: list[str] = []
         self.chunks: list[str] = []
+        self.acked = -1
         self.first_token_at: float | None = None
         self.first_chunk_at: float | None = None
 
@@ -90,30 +114,86 @@ def _ms(start: float, end: float | None) -> int | None:
 
 
 class Session:
-    """One conversation: history, the streaming turn, outbound ``seq`` and replay log."""
+    """One conversation: history, the streaming turn, and the outbound ``seq``."""
 
-    def __init__(
-        self,
-        session_id: str,
-        resume_token: str,
-        config: SessionConfig,
-        *,
-        history: Sequence[Message] = (),
-    ) -> None:
+    def __init__(self, session_id: str, config: SessionConfig) -> None:
         self.id = session_id
-        self._resume_token = resume_token
         self._config = config
         self._instructions = config.system_instruction
         self._language = config.language
-        self._history: tuple[Message, ...] = tuple(history)
+        self._history: tuple[Message, ...] = ()
         self._seq = 0
         self._turns = 0
         self._messages = 0
+        self._seen: dict[str, str] = {}
         self._turn: _Turn | None = None
-        self._last_reply: tuple[str, int] | None = None
+        self._last_reply: LastReply | None = None
+        self._client_acks = False
         self._effects: list[Effect] = []
-        self.replay = ReplayLog(config.replay_capacity)
         self.closed = False
+
+    # --- persistence -------------------------------------------------------------
+
+    def state(self) -> SessionState:
+        """A snapshot of everything but the event log."""
+        turn = self._turn
+        return SessionState(
+            version=STATE_VERSION,
+            language=self._language,
+            instructions=self._instructions,
+            history=self._history,
+            seq=self._seq,
+            turns=self._turns,
+            messages=self._messages,
+            seen_ids=tuple(self._seen.items()),
+            open_turn=None
+            if turn is None
+            else OpenTurn(turn.id, turn.in_reply_to, turn.user_text, turn.started_at),
+            last_reply=self._last_reply,
+            client_acks=self._client_acks,
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        session_id: str,
+        config: SessionConfig,
+        state: SessionState,
+        *,
+        last_seq: int,
+        open_turn_chunks: tuple[str, ...] = (),
+        now: float,
+    ) -> Session:
+        """Bring a session back from its snapshot and the newest ``seq`` in its log.
+
+        A turn that was streaming when the snapshot was taken cannot go on (its
+        provider stream died with the process): it is ended ``failed``, keeping
+        the chunks that were sent.
+        """
+        session = cls(session_id, config)
+        session._language = state.language
+        session._instructions = state.instructions
+        session._history = state.history
+        session._seq = max(state.seq, last_seq)
+        session._turns = state.turns
+        session._messages = state.messages
+        session._seen = dict(state.seen_ids)
+        session._last_reply = state.last_reply
+        session._client_acks = state.client_acks
+        if state.open_turn is not None:
+            open_turn = state.open_turn
+            turn = _Turn(
+                open_turn.turn_id,
+                open_turn.in_reply_to,
+                open_turn.user_text,
+                open_turn.started_at,
+                session._new_chunker(),
+            )
+            turn.chunks = list(open_turn_chunks)
+            session._end_turn(
+                turn, "failed", now, reason="the gateway restarted while this turn was streaming"
+            )
+        return session
 
     # --- read-only views ---------------------------------------------------------
 
@@ -135,6 +215,7 @@ class Session:
 
     @property
     def seq(self) -> int:
+        """The ``seq`` of the newest session event."""
         return self._seq
 
     def effects(self) -> list[Effect]:
@@ -142,26 +223,38 @@ class Session:
         out, self._effects = self._effects, []
         return out
 
-    # --- inputs ------------------------------------------------------------------
+    # --- connection events -------------------------------------------------------
 
-    def open(self) -> None:
-        """Greet a newly connected client with ``session.ready``.
+    def ready_event(
+        self, resume_token: str, *, resumed: bool = False, seq: int | None = None
+    ) -> SessionReady:
+        """The ``session.ready`` that greets a client.
 
-        ``session.ready`` is a connection event: its ``seq`` is where the session
-        stands (0 for a new one) and it is neither counted nor logged for replay.
+        A connection event: ``seq`` says where the client stands (the newest
+        ``seq`` it was sent, or its own last ``seq`` when it resumes and the replay
+        follows); it is not counted and not logged.
         """
-        self._effects.append(
-            Send(
-                SessionReady(
-                    session_id=self.id,
-                    seq=self._seq,
-                    resume_token=self._resume_token,
-                    provider=self._config.provider,
-                    model=self._config.model,
-                    language=self._language,
-                )
-            )
+        return SessionReady(
+            session_id=self.id,
+            seq=self._seq if seq is None else seq,
+            resume_token=resume_token,
+            provider=self._config.provider,
+            model=self._config.model,
+            language=self._language,
+            resumed=resumed,
         )
+
+    def resync_event(self, seq: int) -> SessionResync:
+        """For a resuming client that missed events the log no longer holds: the
+        transcript so far, and the ``seq`` it now stands at (a connection event)."""
+        return SessionResync(
+            session_id=self.id,
+            seq=seq,
+            transcript=self._history,
+            streaming_turn_id=self.streaming_turn_id,
+        )
+
+    # --- inputs ------------------------------------------------------------------
 
     def receive(self, event: ClientEvent, now: float) -> None:
         """Handle one client event."""
@@ -172,8 +265,10 @@ class Session:
                 self._on_user_message(event, now)
             case Interrupt():
                 self._on_interrupt(event, now)
+            case PlaybackAck():
+                self._on_playback_ack(event)
             case ResponseCreate():
-                self._start_turn(None, now, instructions=event.instructions)
+                self._start_turn(None, None, now, instructions=event.instructions)
             case SessionUpdate():
                 self._on_session_update(event)
             case Ping():
@@ -250,11 +345,13 @@ class Session:
         self._effects.append(Close(close_code, reason))
         self.closed = True
 
-    def disconnected(self, now: float) -> None:
-        """The client went away: stop generating for nobody."""
+    def abandon(self, reason: str, now: float) -> None:
+        """The client did not come back: stop generating for nobody.
+
+        The session itself stays (it can be resumed later, with nothing streaming).
+        """
         if self._turn is not None:
-            self._end_turn(self._turn, "interrupted", now, reason="client disconnected")
-        self.closed = True
+            self._end_turn(self._turn, "interrupted", now, reason=reason)
 
     # --- handlers ----------------------------------------------------------------
 
@@ -270,41 +367,88 @@ class Session:
                 f"the limit is {self._config.max_text_chars}",
             )
             return
+        if event.id is not None and event.id in self._seen:
+            self._send(
+                UserDuplicate(
+                    session_id=self.id,
+                    seq=self._next_seq(),
+                    id=event.id,
+                    turn_id=self._seen[event.id],
+                )
+            )
+            return
         self._messages += 1
         message_id = event.id if event.id is not None else f"m{self._messages}"
         if self._turn is not None:
             self._end_turn(self._turn, "superseded", now, reason="a new user message arrived")
         self._history = (*self._history, Message("user", text))
-        self._start_turn(message_id, now, instructions=None)
+        turn_id = self._start_turn(message_id, text, now, instructions=None)
+        if event.id is not None:
+            self._seen[event.id] = turn_id
+            if len(self._seen) > SEEN_IDS:
+                del self._seen[next(iter(self._seen))]
 
     def _on_interrupt(self, event: Interrupt, now: float) -> None:
         turn = self._turn
         if turn is not None and event.turn_id in (None, turn.id):
+            heard = event.heard_text
+            if heard is None and self._client_acks:
+                heard = " ".join(turn.chunks[: turn.acked + 1])
             self._end_turn(
-                turn,
-                "interrupted",
-                now,
-                reason="interrupted by the client",
-                heard_text=event.heard_text,
+                turn, "interrupted", now, reason="interrupted by the client", heard_text=heard
             )
             return
         last = self._last_reply
-        if event.heard_text is None or last is None or event.turn_id != last[0]:
+        if last is None or event.turn_id != last.turn_id:
             return  # nothing streaming, or an old turn: interrupting is idempotent
-        heard = event.heard_text.strip()
-        turn_id, index = last
+        heard = event.heard_text
+        if heard is None:
+            if not self._client_acks or last.acked + 1 >= len(last.chunks):
+                return  # everything was heard (or we cannot know otherwise)
+            heard = " ".join(last.chunks[: last.acked + 1])
+        self._truncate_last_reply(last, heard.strip())
+
+    def _on_playback_ack(self, event: PlaybackAck) -> None:
+        self._client_acks = True
+        turn = self._turn
+        if turn is not None and turn.id == event.turn_id:
+            if event.index >= len(turn.chunks):
+                self.reject(
+                    ErrorCode.INVALID_FIELD,
+                    f"playback.ack index {event.index} of turn {turn.id} was not sent yet",
+                )
+                return
+            turn.acked = max(turn.acked, event.index)
+            return
+        last = self._last_reply
+        if last is not None and last.turn_id == event.turn_id:
+            if event.index >= len(last.chunks):
+                self.reject(
+                    ErrorCode.INVALID_FIELD,
+                    f"playback.ack index {event.index} is past the end of turn {last.turn_id}",
+                )
+                return
+            if event.index > last.acked:
+                self._last_reply = LastReply(
+                    last.turn_id, last.history_index, last.chunks, event.index
+                )
+                self._effects.append(SaveState())
+
+    def _truncate_last_reply(self, last: LastReply, heard: str) -> None:
         history = list(self._history)
         if heard:
-            history[index] = Message("assistant", heard)
+            history[last.history_index] = Message("assistant", heard)
+            self._last_reply = LastReply(last.turn_id, last.history_index, (heard,), 0)
         else:
-            del history[index]
+            del history[last.history_index]
             self._last_reply = None
         self._history = tuple(history)
         self._send(
             HistoryTruncated(
-                session_id=self.id, seq=self._next_seq(), turn_id=turn_id, spoken_text=heard
+                session_id=self.id, seq=self._next_seq(), turn_id=last.turn_id, spoken_text=heard
             )
         )
+        self._effects.append(SaveState())
 
     def _on_session_update(self, event: SessionUpdate) -> None:
         if event.language is not None and not _LANGUAGE_TAG.match(event.language):
@@ -326,15 +470,13 @@ class Session:
                 instructions=self._instructions,
             )
         )
+        self._effects.append(SaveState())
 
     # --- turns -------------------------------------------------------------------
 
-    def _start_turn(self, in_reply_to: str | None, now: float, *, instructions: str | None) -> None:
-        if self._turn is not None:
-            self._end_turn(self._turn, "superseded", now, reason="a new response was requested")
-        self._turns += 1
+    def _new_chunker(self) -> Chunker:
         cfg = self._config
-        chunker = Chunker(
+        return Chunker(
             ChunkerConfig(
                 language=self._language,
                 first_chunk_min_chars=cfg.first_chunk_min_chars,
@@ -342,13 +484,27 @@ class Session:
                 max_chunk_chars=cfg.max_chunk_chars,
             )
         )
-        turn = _Turn(f"t{self._turns}", in_reply_to, now, chunker)
+
+    def _start_turn(
+        self,
+        in_reply_to: str | None,
+        user_text: str | None,
+        now: float,
+        *,
+        instructions: str | None,
+    ) -> str:
+        if self._turn is not None:
+            self._end_turn(self._turn, "superseded", now, reason="a new response was requested")
+        self._turns += 1
+        turn = _Turn(f"t{self._turns}", in_reply_to, user_text, now, self._new_chunker())
         self._turn = turn
         self._send(
             ResponseStart(
                 session_id=self.id, seq=self._next_seq(), turn_id=turn.id, in_reply_to=in_reply_to
             )
         )
+        self._effects.append(SaveTurn(self._record(turn, None, "", None, None, None)))
+        self._effects.append(SaveState())
         self._effects.append(
             StartGeneration(
                 GenerationRequest(
@@ -361,6 +517,7 @@ class Session:
                 )
             )
         )
+        return turn.id
 
     def _send_chunk(self, turn: _Turn, chunk: str, now: float) -> None:
         if turn.first_chunk_at is None:
@@ -388,18 +545,26 @@ class Session:
         self._turn = None
         if status in ("interrupted", "superseded"):
             self._effects.append(CancelGeneration(turn.id))
-        text = "".join(turn.parts)
+        text = "".join(turn.parts) or " ".join(turn.chunks)
         if status == "completed":
-            kept = text
+            kept = "".join(turn.parts)
         elif heard_text is not None:
             kept = heard_text.strip()
         else:
             kept = " ".join(turn.chunks)
         if kept:
             self._history = (*self._history, Message("assistant", kept))
-            self._last_reply = (turn.id, len(self._history) - 1)
+            chunks = tuple(turn.chunks) if status == "completed" else (kept,)
+            acked = turn.acked if status == "completed" else 0
+            self._last_reply = LastReply(turn.id, len(self._history) - 1, chunks, acked)
         else:
             self._last_reply = None
+        spoken = None if status == "completed" else kept
+        latency = Latency(
+            first_token_ms=_ms(turn.started_at, turn.first_token_at),
+            first_chunk_ms=_ms(turn.started_at, turn.first_chunk_at),
+            total_ms=_ms(turn.started_at, now) or 0,
+        )
         self._send(
             ResponseEnd(
                 session_id=self.id,
@@ -407,14 +572,37 @@ class Session:
                 turn_id=turn.id,
                 status=status,
                 text=text,
-                spoken_text=None if status == "completed" else kept,
+                spoken_text=spoken,
                 reason=reason,
-                latency=Latency(
-                    first_token_ms=_ms(turn.started_at, turn.first_token_at),
-                    first_chunk_ms=_ms(turn.started_at, turn.first_chunk_at),
-                    total_ms=_ms(turn.started_at, now) or 0,
-                ),
+                latency=latency,
             )
+        )
+        self._effects.append(SaveTurn(self._record(turn, status, text, spoken, reason, now)))
+        self._effects.append(SaveState())
+
+    def _record(
+        self,
+        turn: _Turn,
+        status: TurnStatus | None,
+        text: str,
+        spoken: str | None,
+        reason: str | None,
+        ended_at: float | None,
+    ) -> TurnRecord:
+        return TurnRecord(
+            session_id=self.id,
+            turn_id=turn.id,
+            in_reply_to=turn.in_reply_to,
+            user_text=turn.user_text,
+            status=status,
+            text=text,
+            spoken_text=spoken,
+            reason=reason,
+            started_at=turn.started_at,
+            ended_at=ended_at,
+            first_token_ms=_ms(turn.started_at, turn.first_token_at),
+            first_chunk_ms=_ms(turn.started_at, turn.first_chunk_at),
+            total_ms=_ms(turn.started_at, ended_at),
         )
 
     # --- output ------------------------------------------------------------------
@@ -424,5 +612,4 @@ class Session:
         return self._seq
 
     def _send(self, event: ServerEvent) -> None:
-        self.replay.append(event)
         self._effects.append(Send(event))

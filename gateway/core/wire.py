@@ -26,6 +26,7 @@ from gateway.core.events import (
     ClientEvent,
     Interrupt,
     Ping,
+    PlaybackAck,
     ResponseCreate,
     ServerEvent,
     SessionEnd,
@@ -54,6 +55,12 @@ class _Interrupt(_Model):
     heard_text: StrictStr | None = None
 
 
+class _PlaybackAck(_Model):
+    type: Literal["playback.ack"]
+    turn_id: StrictStr
+    index: Annotated[StrictInt, Field(ge=0)]
+
+
 class _ResponseCreate(_Model):
     type: Literal["response.create"]
     instructions: StrictStr | None = None
@@ -75,7 +82,13 @@ class _SessionEnd(_Model):
 
 
 _ClientFrame = Annotated[
-    _UserMessage | _Interrupt | _ResponseCreate | _SessionUpdate | _Ping | _SessionEnd,
+    _UserMessage
+    | _Interrupt
+    | _PlaybackAck
+    | _ResponseCreate
+    | _SessionUpdate
+    | _Ping
+    | _SessionEnd,
     Field(discriminator="type"),
 ]
 _CLIENT_FRAME: TypeAdapter[_ClientFrame] = TypeAdapter(_ClientFrame)
@@ -83,6 +96,7 @@ _CLIENT_FRAME: TypeAdapter[_ClientFrame] = TypeAdapter(_ClientFrame)
 CLIENT_TYPES = (
     "user.message",
     "interrupt",
+    "playback.ack",
     "response.create",
     "session.update",
     "ping",
@@ -104,6 +118,8 @@ def _to_event(frame: _ClientFrame) -> ClientEvent:
             return UserMessage(text=frame.text, id=frame.id)
         case _Interrupt():
             return Interrupt(turn_id=frame.turn_id, heard_text=frame.heard_text)
+        case _PlaybackAck():
+            return PlaybackAck(turn_id=frame.turn_id, index=frame.index)
         case _ResponseCreate():
             return ResponseCreate(instructions=frame.instructions)
         case _SessionUpdate():

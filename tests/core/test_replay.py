@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.events import Pong
-from gateway.core.replay import ReplayLog
+from gateway.core.replay import LoggedEvent, ReplayLog
 
 
-def pong(seq: int) -> Pong:
-    return Pong(session_id="s", seq=seq, id=None)
+def pong(seq: int) -> LoggedEvent:
+    return LoggedEvent(seq, "pong", None, f'{{"type":"pong","seq":{seq}}}')
 
 
 def test_since_returns_events_after_seq_in_order() -> None:
@@ -38,3 +37,9 @@ def test_tail() -> None:
     log = ReplayLog(5, [pong(i) for i in range(1, 5)])
     assert [e.seq for e in log.tail(2)] == [3, 4]
     assert log.tail(0) == []
+
+
+def test_since_upto_stops_at_a_seq() -> None:
+    log = ReplayLog(10, [pong(i) for i in range(1, 8)])
+    assert [e.seq for e in log.since(2, upto=5) or []] == [3, 4, 5]
+    assert log.since(5, upto=5) == []

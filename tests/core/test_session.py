@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from gateway.core.codes import CloseCode, ErrorCode
-from gateway.core.effects import CancelGeneration, Close, Effect, Send, StartGeneration
+from gateway.core.effects import CancelGeneration, Close, Effect, SaveTurn, Send, StartGeneration
 from gateway.core.events import (
     Error,
     HistoryTruncated,
     Interrupt,
     Ping,
+    PlaybackAck,
     Pong,
     ResponseCreate,
     ResponseEnd,
@@ -18,21 +19,21 @@ from gateway.core.events import (
     SessionEnd,
     SessionEnded,
     SessionReady,
+    SessionResync,
     SessionUpdate,
     SessionUpdated,
+    UserDuplicate,
     UserMessage,
 )
 from gateway.core.history import Message
 from gateway.core.session import Session, SessionConfig
+from gateway.core.state import decode_state, encode_state
 
 CONFIG = SessionConfig(provider="fake", model="fake-1", system_instruction="Be brief.")
 
 
 def make() -> Session:
-    session = Session("s1", "token", CONFIG)
-    session.open()
-    session.effects()
-    return session
+    return Session("s1", CONFIG)
 
 
 def sent(effects: list[Effect]) -> list[ServerEvent]:
@@ -45,14 +46,20 @@ def start(session: Session, text: str, now: float = 0.0, msg_id: str | None = No
     return gen.request.turn_id
 
 
-def test_open_sends_session_ready_at_seq_0_outside_the_log() -> None:
-    session = Session("s1", "token", CONFIG)
-    session.open()
-    (ready,) = sent(session.effects())
+def test_session_ready_is_a_connection_event_at_the_current_seq() -> None:
+    session = make()
+    ready = session.ready_event("token")
     assert isinstance(ready, SessionReady)
     assert (ready.seq, ready.session_id, ready.resume_token) == (0, "s1", "token")
-    assert len(session.replay) == 0
-    assert (ready.provider, ready.model, ready.protocol) == ("fake", "fake-1", 1)
+    assert (ready.provider, ready.model, ready.protocol, ready.resumed) == (
+        "fake",
+        "fake-1",
+        1,
+        False,
+    )
+    assert session.effects() == []
+    resumed = session.ready_event("token", resumed=True, seq=0)
+    assert resumed.resumed is True
 
 
 def test_a_turn_streams_chunks_then_ends_completed_with_latency() -> None:
@@ -84,14 +91,13 @@ def test_a_turn_streams_chunks_then_ends_completed_with_latency() -> None:
 
 
 def test_seq_grows_by_one_for_every_event() -> None:
-    session = Session("s1", "token", CONFIG)
-    session.open()
+    session = make()
     turn = start(session, "One")
     session.provider_delta(turn, "A. B. C.", 1)
     session.provider_done(turn, 2)
     session.receive(Ping(id=7), 3)
-    events = [e for e in session.replay.since(0) or []]
-    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    events = sent(session.effects())
+    assert [e.seq for e in events] == list(range(2, len(events) + 2))
     assert session.seq == events[-1].seq
 
 
@@ -222,7 +228,7 @@ def test_ping_gets_pong_with_same_id() -> None:
 
 
 def test_empty_and_oversize_text_are_rejected_without_a_turn() -> None:
-    session = Session("s1", "t", SessionConfig(provider="p", model="m", max_text_chars=10))
+    session = Session("s1", SessionConfig(provider="p", model="m", max_text_chars=10))
     session.receive(UserMessage("   "), 0)
     session.receive(UserMessage("x" * 11), 0)
     events = sent(session.effects())
@@ -256,3 +262,114 @@ def test_history_given_to_a_provider_cannot_change_the_session() -> None:
     session.provider_done(turn, 2)
     assert gen_msgs == (Message("user", "Hi"),)
     assert isinstance(session.history, tuple)
+
+
+def test_a_resent_message_id_never_starts_a_second_turn() -> None:
+    session = make()
+    turn = start(session, "Book a table", msg_id="u-7")
+    session.provider_delta(turn, "Done.", 1)
+    session.provider_done(turn, 2)
+    session.effects()
+    session.receive(UserMessage("Book a table", id="u-7"), 3)
+    effects = session.effects()
+    (dup,) = sent(effects)
+    assert isinstance(dup, UserDuplicate)
+    assert (dup.id, dup.turn_id) == ("u-7", turn)
+    assert not [e for e in effects if isinstance(e, StartGeneration)]
+    assert session.history.count(Message("user", "Book a table")) == 1
+
+
+def test_playback_acks_decide_what_an_interrupt_keeps() -> None:
+    session = make()
+    turn = start(session, "List them")
+    session.provider_delta(turn, "One. Two. Three. Four", 1)
+    session.effects()
+    session.receive(PlaybackAck(turn, 0), 2)
+    session.receive(PlaybackAck(turn, 1), 3)
+    session.receive(Interrupt(turn_id=turn), 4)
+    end = [e for e in sent(session.effects()) if isinstance(e, ResponseEnd)][0]
+    assert end.spoken_text == "One. Two."
+    assert session.history[-1] == Message("assistant", "One. Two.")
+
+
+def test_acks_on_a_completed_turn_let_a_late_interrupt_truncate_it() -> None:
+    session = make()
+    turn = start(session, "List them")
+    session.provider_delta(turn, "One. Two. Three.", 1)
+    session.provider_done(turn, 2)
+    session.receive(PlaybackAck(turn, 0), 3)
+    session.effects()
+    session.receive(Interrupt(turn_id=turn), 4)
+    (truncated,) = sent(session.effects())
+    assert isinstance(truncated, HistoryTruncated)
+    assert truncated.spoken_text == "One."
+    assert session.history[-1] == Message("assistant", "One.")
+
+
+def test_an_ack_for_a_chunk_not_sent_is_an_error() -> None:
+    session = make()
+    turn = start(session, "Hi")
+    session.receive(PlaybackAck(turn, 3), 1)
+    (error,) = sent(session.effects())
+    assert isinstance(error, Error)
+    assert error.code == ErrorCode.INVALID_FIELD
+
+
+def test_turn_records_are_saved_at_start_and_end() -> None:
+    session = make()
+    session.receive(UserMessage("Hi", id="u1"), 10.0)
+    started = [e.record for e in session.effects() if isinstance(e, SaveTurn)]
+    session.provider_delta("t1", "Hello.", 10.1)
+    session.provider_done("t1", 10.4)
+    ended = [e.record for e in session.effects() if isinstance(e, SaveTurn)]
+    assert [(r.turn_id, r.status, r.user_text) for r in started] == [("t1", None, "Hi")]
+    (end,) = ended
+    assert (end.status, end.text, end.in_reply_to, end.total_ms) == (
+        "completed",
+        "Hello.",
+        "u1",
+        400,
+    )
+
+
+def test_state_round_trips_through_bytes() -> None:
+    session = make()
+    turn = start(session, "Hi", msg_id="u1")
+    session.provider_delta(turn, "Hello. There", 1)
+    session.effects()
+    state = session.state()
+    assert decode_state(encode_state(state)) == state
+    assert state.open_turn is not None
+    assert state.open_turn.turn_id == turn
+
+
+def test_restore_fails_the_turn_a_crash_cut_and_keeps_going() -> None:
+    session = make()
+    turn = start(session, "Tell me", msg_id="u1")
+    session.provider_delta(turn, "First part. Second", 1)
+    events = sent(session.effects())
+    state = session.state()
+    restored = Session.restore(
+        "s1", CONFIG, state, last_seq=events[-1].seq, open_turn_chunks=("First part.",), now=5
+    )
+    (end,) = sent(restored.effects())
+    assert isinstance(end, ResponseEnd)
+    assert (end.turn_id, end.status, end.spoken_text) == (turn, "failed", "First part.")
+    assert end.seq == events[-1].seq + 1
+    assert "restarted" in (end.reason or "")
+    assert restored.history[-1] == Message("assistant", "First part.")
+    restored.receive(UserMessage("Again", id="u1"), 6)
+    assert isinstance(sent(restored.effects())[0], UserDuplicate)
+    next_turn = start(restored, "Go on")
+    assert next_turn == "t2"
+
+
+def test_resync_event_carries_the_transcript() -> None:
+    session = make()
+    turn = start(session, "Hi")
+    session.provider_delta(turn, "Hello.", 1)
+    session.provider_done(turn, 2)
+    resync = session.resync_event(session.seq)
+    assert isinstance(resync, SessionResync)
+    assert resync.transcript == (Message("user", "Hi"), Message("assistant", "Hello."))
+    assert resync.seq == session.seq

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.app import create_app
+from gateway.app import create_app, uvicorn_options
 from gateway.settings import Settings
 from tests.support.fake_gemini import FakeGemini
 from tests.support.servers import RunningServer, running
@@ -29,13 +30,19 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def start_gateway() -> Iterator[GatewayFactory]:
-    """Start a gateway with settings given by their environment names, e.g. GATEWAY_LANGUAGE."""
+def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start a gateway with settings given by their environment names, e.g. GATEWAY_LANGUAGE.
+
+    Sessions go to a real SQLite file in the test's temporary directory unless
+    GATEWAY_STORE says otherwise.
+    """
     with ExitStack() as stack:
 
         def start(**env: Any) -> RunningServer:
+            env.setdefault("GATEWAY_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
             settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
-            return stack.enter_context(running(create_app(settings)))
+            app = create_app(settings)
+            return stack.enter_context(running(app, **uvicorn_options(settings)))
 
         yield start
 

@@ -8,6 +8,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.core.codes import ErrorCode
+from tests.server.conftest import GatewayFactory
 from tests.support.client import Client
 from tests.support.fake_gemini import FakeGemini, wait_event
 from tests.support.servers import RunningServer
@@ -256,11 +257,14 @@ async def test_session_end_mid_turn_ends_the_turn_first(
     assert await wait_event(stalled.client_gone)
 
 
-async def test_disconnect_mid_turn_closes_the_provider_stream(
-    gemini_gateway: RunningServer, fake_gemini: FakeGemini
+async def test_disconnect_past_the_grace_window_closes_the_provider_stream(
+    start_gateway: GatewayFactory, fake_gemini: FakeGemini
 ) -> None:
+    gateway = start_gateway(
+        GEMINI_API_KEY="k", GEMINI_BASE_URL=fake_gemini.url, GATEWAY_RESUME_GRACE_S=0
+    )
     stalled = fake_gemini.stall(after_chunks=["Hello there. ", "And"])
-    client = await Client.connect(f"{gemini_gateway.ws_url}/ws")
+    client = await Client.connect(f"{gateway.ws_url}/ws")
     await client.ready()
     await client.send("Hi")
     await client.recv_type("response.tts")

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 RECV_TIMEOUT_S = 10.0
 
@@ -59,6 +60,14 @@ class Client:
         return await self.recv_until(
             lambda e: e["type"] == "response.end" and turn_id in (None, e["turn_id"])
         )
+
+    async def close_code(self) -> int | None:
+        """Read until the server closes the connection; the close code it sent."""
+        try:
+            while True:
+                await self.recv()
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
 
     async def ready(self) -> dict[str, Any]:
         event = await self.recv()

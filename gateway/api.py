@@ -1,0 +1,145 @@
+"""The session HTTP API: create, list, read and delete sessions; health and readiness."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import __version__
+from gateway.core.records import TurnRecord
+from gateway.sessions import SessionManager
+from gateway.stores.base import SessionMeta, SessionStore, StoreError
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+
+def _problem(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _encode_cursor(meta: SessionMeta) -> str:
+    raw = orjson.dumps([meta.created_at, meta.session_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, session_id = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise ValueError("cursor is not one this API returned") from exc
+    if not isinstance(created_at, int | float) or not isinstance(session_id, str):
+        raise ValueError("cursor is not one this API returned")
+    return float(created_at), session_id
+
+
+def _turn(record: TurnRecord) -> dict[str, Any]:
+    return {
+        "turn_id": record.turn_id,
+        "in_reply_to": record.in_reply_to,
+        "user_text": record.user_text,
+        "status": record.status or "streaming",
+        "text": record.text,
+        "spoken_text": record.spoken_text,
+        "reason": record.reason,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "latency": {
+            "first_token_ms": record.first_token_ms,
+            "first_chunk_ms": record.first_chunk_ms,
+            "total_ms": record.total_ms,
+        },
+    }
+
+
+def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
+    """Routes; ``manager_of(request)`` and ``store_of(request)`` find the shared parts."""
+
+    def summary(meta: SessionMeta, request: Request) -> dict[str, Any]:
+        manager: SessionManager = manager_of(request)
+        return {
+            "session_id": meta.session_id,
+            "created_at": meta.created_at,
+            "updated_at": meta.updated_at,
+            "live": manager.live(meta.session_id) is not None,
+        }
+
+    async def create_session(request: Request) -> Response:
+        manager: SessionManager = manager_of(request)
+        session_id, token, created_at = await manager.create()
+        return JSONResponse(
+            {
+                "session_id": session_id,
+                "resume_token": token,
+                "created_at": created_at,
+                "ws_path": f"/ws?session_id={session_id}&resume_token={token}&last_seq=0",
+            },
+            status_code=201,
+        )
+
+    async def list_sessions(request: Request) -> Response:
+        store: SessionStore = store_of(request)
+        try:
+            limit = int(request.query_params.get("limit", DEFAULT_PAGE))
+        except ValueError:
+            return _problem(400, "invalid_limit", "limit must be an integer")
+        if not 1 <= limit <= MAX_PAGE:
+            return _problem(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
+        before = None
+        if cursor := request.query_params.get("cursor"):
+            try:
+                before = _decode_cursor(cursor)
+            except ValueError as exc:
+                return _problem(400, "invalid_cursor", str(exc))
+        page = await store.list_sessions(limit=limit + 1, before=before)
+        more = len(page) > limit
+        page = page[:limit]
+        return JSONResponse(
+            {
+                "sessions": [summary(meta, request) for meta in page],
+                "next_cursor": _encode_cursor(page[-1]) if more else None,
+            }
+        )
+
+    async def get_session(request: Request) -> Response:
+        store: SessionStore = store_of(request)
+        session_id = request.path_params["session_id"]
+        stored = await store.get(session_id)
+        if stored is None:
+            return _problem(404, "unknown_session", "no such session")
+        turns = await store.list_turns(session_id)
+        return JSONResponse({**summary(stored.meta, request), "turns": [_turn(t) for t in turns]})
+
+    async def delete_session(request: Request) -> Response:
+        manager: SessionManager = manager_of(request)
+        if not await manager.delete(request.path_params["session_id"]):
+            return _problem(404, "unknown_session", "no such session")
+        return Response(status_code=204)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def ready(request: Request) -> Response:
+        store: SessionStore = store_of(request)
+        try:
+            await store.ping()
+        except StoreError:
+            return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return [
+        Route("/sessions", create_session, methods=["POST"]),
+        Route("/sessions", list_sessions, methods=["GET"]),
+        Route("/sessions/{session_id}", get_session, methods=["GET"]),
+        Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
+        Route("/health", health),
+        Route("/ready", ready),
+    ]

@@ -1,0 +1,79 @@
+"""A session's durable state: what the core needs to come back after a restart.
+
+The snapshot is a versioned, immutable value serialized with orjson. Events sent
+to the client are not part of it: the event log is stored beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.core.history import Message
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTurn:
+    """The turn that was streaming when the snapshot was taken."""
+
+    turn_id: str
+    in_reply_to: str | None
+    user_text: str | None
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LastReply:
+    """The latest assistant reply in history, which an interrupt may still cut."""
+
+    turn_id: str
+    history_index: int
+    chunks: tuple[str, ...]
+    acked: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """Everything of a session except its event log."""
+
+    version: int
+    language: str
+    instructions: str | None
+    history: tuple[Message, ...]
+    seq: int
+    turns: int
+    messages: int
+    seen_ids: tuple[tuple[str, str], ...]
+    open_turn: OpenTurn | None
+    last_reply: LastReply | None
+    client_acks: bool
+
+
+_STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)
+
+
+class StateError(ValueError):
+    """A stored snapshot cannot be read (unknown version, corrupt data)."""
+
+
+def encode_state(state: SessionState) -> bytes:
+    """The snapshot as JSON bytes."""
+    return orjson.dumps(state)
+
+
+def decode_state(data: bytes) -> SessionState:
+    """Read a snapshot written by :func:`encode_state`."""
+    try:
+        version = orjson.loads(data).get("version")
+    except (orjson.JSONDecodeError, AttributeError) as exc:
+        raise StateError("the session state is not a JSON object") from exc
+    if version != STATE_VERSION:
+        raise StateError(f"unsupported session state version {version!r}")
+    try:
+        return _STATE.validate_json(data)
+    except ValidationError as exc:
+        raise StateError(f"the session state is invalid: {exc.error_count()} error(s)") from exc

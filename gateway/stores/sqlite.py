@@ -1,0 +1,481 @@
+"""SQLite session store: one file, one connection, one worker thread.
+
+The connection lives on a dedicated thread (a single-worker executor) and every
+public method is a coroutine that queues its SQL there, so the event loop never
+waits on disk. Calls run in the order they were made. The database runs in WAL
+mode with ``synchronous=NORMAL``: a commit that returned survives the process
+being killed; only an OS crash or power loss can drop the last few.
+
+Each :meth:`SqliteStore.commit` is one transaction (events, turns, state and
+``updated_at`` together). ``sqlite3`` errors come out as
+:class:`~gateway.stores.base.StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.stores.base import (
+    SessionMeta,
+    StoredEvent,
+    StoredSession,
+    StoreError,
+    TurnRecord,
+    check_batch,
+)
+
+_T = TypeVar("_T")
+
+MEMORY_PATH = ":memory:"
+"""Pass as ``path`` for a private in-memory database (tests; nothing is durable)."""
+
+BUSY_TIMEOUT_MS = 5000
+_MIN_SQLITE = (3, 24, 0)  # upsert (ON CONFLICT DO UPDATE) and row values
+
+_TURN_COLUMNS = (
+    "session_id, turn_id, in_reply_to, user_text, status, text, spoken_text, reason, "
+    "started_at, ended_at, first_token_ms, first_chunk_ms, total_ms"
+)
+_SESSION_COLUMNS = "session_id, token_hash, principal, created_at, updated_at"
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    """The initial schema."""
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY NOT NULL,
+            token_hash TEXT NOT NULL,
+            principal TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            state BLOB NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX sessions_by_created ON sessions (created_at DESC, session_id DESC)")
+    conn.execute("CREATE INDEX sessions_by_updated ON sessions (updated_at)")
+    conn.execute(
+        """
+        CREATE TABLE turns (
+            session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+            turn_id TEXT NOT NULL,
+            in_reply_to TEXT,
+            user_text TEXT,
+            status TEXT,
+            text TEXT NOT NULL,
+            spoken_text TEXT,
+            reason TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            first_token_ms INTEGER,
+            first_chunk_ms INTEGER,
+            total_ms INTEGER,
+            PRIMARY KEY (session_id, turn_id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX turns_by_start ON turns (session_id, started_at)")
+    conn.execute(
+        """
+        CREATE TABLE events (
+            session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            turn_id TEXT,
+            data TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_0_to_1,)
+"""``MIGRATIONS[v]`` moves the schema from ``user_version`` v to v + 1."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
+    with _transaction(conn):
+        found: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {found} is newer than this gateway "
+                f"supports ({SCHEMA_VERSION})"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            MIGRATIONS[version](conn)
+        if found != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+    return found
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Open and configure the connection (runs on the worker thread)."""
+    if sqlite3.sqlite_version_info < _MIN_SQLITE:
+        raise StoreError(
+            f"SQLite {sqlite3.sqlite_version} is too old; "
+            f"{'.'.join(map(str, _MIN_SQLITE))} or newer is needed"
+        )
+    if path != MEMORY_PATH:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if path != MEMORY_PATH and str(mode).lower() != "wal":
+            raise StoreError(f"cannot switch {path} to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _discard(connecting: Future[sqlite3.Connection]) -> None:
+    """Close the connection ``connecting`` produced, if it produced one."""
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()
+
+
+def _meta(row: tuple[Any, ...]) -> SessionMeta:
+    return SessionMeta(
+        session_id=row[0],
+        token_hash=row[1],
+        principal=row[2],
+        created_at=row[3],
+        updated_at=row[4],
+    )
+
+
+def _turn(row: tuple[Any, ...]) -> TurnRecord:
+    return TurnRecord(*row)
+
+
+def _turn_row(turn: TurnRecord) -> tuple[Any, ...]:
+    return (
+        turn.session_id,
+        turn.turn_id,
+        turn.in_reply_to,
+        turn.user_text,
+        turn.status,
+        turn.text,
+        turn.spoken_text,
+        turn.reason,
+        turn.started_at,
+        turn.ended_at,
+        turn.first_token_ms,
+        turn.first_chunk_ms,
+        turn.total_ms,
+    )
+
+
+class SqliteStore:
+    """A :class:`~gateway.stores.base.SessionStore` in one SQLite file.
+
+    Construct with the file's path (no I/O), then ``await store.open()``, which
+    creates missing parent directories and the file, sets the pragmas and runs the
+    migrations; ``await store.aclose()`` lets queued calls finish, closes the
+    connection and stops the thread. A store cannot be reopened after ``aclose``.
+    ``path`` may be :data:`MEMORY_PATH` for a throwaway in-memory database.
+
+    Semantics are those of :class:`~gateway.stores.memory.MemoryStore` (seq starts
+    at 1 and must continue the highest ever committed; turns list by
+    ``started_at``, then first insertion; ``updated_at=None`` keeps the old value).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._lifecycle = asyncio.Lock()  # open and aclose run one at a time
+
+    @property
+    def path(self) -> str:
+        """The database file as given."""
+        return self._path
+
+    async def open(self) -> None:
+        """Create/open the database and migrate it; a no-op if already open."""
+        async with self._lifecycle:
+            await self._open()
+
+    async def _open(self) -> None:
+        if self._closed:
+            raise StoreError("SQLite store is closed")
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        connecting = executor.submit(_connect, self._path)
+        try:
+            self._conn = await asyncio.wrap_future(connecting)
+        except BaseException as e:
+            # Queued after _connect on the same thread: closes a connection nobody will use.
+            executor.submit(_discard, connecting)
+            # After an error _connect is over and the join is immediate; not so if cancelled.
+            executor.shutdown(wait=isinstance(e, Exception))
+            if isinstance(e, sqlite3.Error | OSError | StoreError):
+                raise StoreError(f"cannot open SQLite store at {self._path!r}: {e}") from e
+            raise
+        self._executor = executor
+
+    async def aclose(self) -> None:
+        """Wait for queued calls, close the connection, stop the thread. Idempotent."""
+        async with self._lifecycle:
+            await self._aclose()
+
+    async def _aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        executor, self._executor = self._executor, None
+        conn, self._conn = self._conn, None
+        if executor is None or conn is None:
+            return
+        # Queued behind every call already made, so those finish first; shielded so a
+        # cancelled aclose still closes the connection.
+        closing = executor.submit(conn.close)
+        try:
+            await asyncio.shield(asyncio.wrap_future(closing))
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        executor.shutdown(wait=True)  # the worker is idle: joining it is immediate
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` on the worker thread."""
+        executor, conn = self._executor, self._conn
+        if executor is None or conn is None:
+            state = "closed" if self._closed else "not open (await open() first)"
+            raise StoreError(f"SQLite store {self._path!r} is {state}")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite store {self._path!r}: {e}") from e
+
+    async def create(self, meta: SessionMeta, state: bytes) -> None:
+        await self._run(partial(_create, meta=meta, state=bytes(state)))
+
+    async def get(self, session_id: str) -> StoredSession | None:
+        return await self._run(partial(_get, session_id=session_id))
+
+    async def commit(
+        self,
+        session_id: str,
+        *,
+        events: Sequence[StoredEvent] = (),
+        turns: Sequence[TurnRecord] = (),
+        state: bytes | None = None,
+        updated_at: float | None = None,
+    ) -> None:
+        await self._run(
+            partial(
+                _commit,
+                session_id=session_id,
+                events=tuple(events),
+                turns=tuple(turns),
+                state=None if state is None else bytes(state),
+                updated_at=updated_at,
+            )
+        )
+
+    async def read_events(
+        self, session_id: str, after_seq: int, limit: int | None = None
+    ) -> list[StoredEvent]:
+        if limit is not None and limit <= 0:
+            return []
+        return await self._run(
+            partial(_read_events, session_id=session_id, after_seq=after_seq, limit=limit)
+        )
+
+    async def first_seq(self, session_id: str) -> int | None:
+        return await self._run(partial(_first_seq, session_id=session_id))
+
+    async def trim_events(self, session_id: str, keep_last: int) -> None:
+        """Drop all but the newest ``keep_last`` events; ``ValueError`` if negative."""
+        if keep_last < 0:
+            raise ValueError("keep_last must not be negative")
+        await self._run(partial(_trim_events, session_id=session_id, keep_last=keep_last))
+
+    async def list_turns(self, session_id: str) -> list[TurnRecord]:
+        return await self._run(partial(_list_turns, session_id=session_id))
+
+    async def list_sessions(
+        self, *, limit: int, before: tuple[float, str] | None = None
+    ) -> list[SessionMeta]:
+        if limit <= 0:
+            return []
+        return await self._run(partial(_list_sessions, limit=limit, before=before))
+
+    async def delete(self, session_id: str) -> bool:
+        return await self._run(partial(_delete, session_id=session_id))
+
+    async def expire(self, idle_before: float) -> list[str]:
+        return await self._run(partial(_expire, idle_before=idle_before))
+
+    async def ping(self) -> None:
+        await self._run(_ping)
+
+
+# The functions below run on the worker thread, with the store's connection.
+
+
+def _create(conn: sqlite3.Connection, *, meta: SessionMeta, state: bytes) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO sessions ({_SESSION_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                meta.session_id,
+                meta.token_hash,
+                meta.principal,
+                meta.created_at,
+                meta.updated_at,
+                state,
+            ),
+        )
+    except sqlite3.IntegrityError as e:
+        raise StoreError(f"session {meta.session_id!r} already exists") from e
+
+
+def _get(conn: sqlite3.Connection, *, session_id: str) -> StoredSession | None:
+    row = conn.execute(
+        f"SELECT {_SESSION_COLUMNS}, state FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return StoredSession(meta=_meta(row), state=bytes(row[5]))
+
+
+def _commit(
+    conn: sqlite3.Connection,
+    *,
+    session_id: str,
+    events: tuple[StoredEvent, ...],
+    turns: tuple[TurnRecord, ...],
+    state: bytes | None,
+    updated_at: float | None,
+) -> None:
+    with _transaction(conn):
+        row = conn.execute(
+            "SELECT last_seq FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            return
+        last_seq: int = row[0]
+        check_batch(session_id, last_seq, events, turns)
+        if events:
+            conn.executemany(
+                "INSERT INTO events (session_id, seq, type, turn_id, data) VALUES (?, ?, ?, ?, ?)",
+                [(session_id, e.seq, e.type, e.turn_id, e.data) for e in events],
+            )
+        if turns:
+            conn.executemany(
+                f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+                "ON CONFLICT (session_id, turn_id) DO UPDATE SET "
+                "in_reply_to = excluded.in_reply_to, user_text = excluded.user_text, "
+                "status = excluded.status, text = excluded.text, "
+                "spoken_text = excluded.spoken_text, reason = excluded.reason, "
+                "started_at = excluded.started_at, ended_at = excluded.ended_at, "
+                "first_token_ms = excluded.first_token_ms, "
+                "first_chunk_ms = excluded.first_chunk_ms, total_ms = excluded.total_ms",
+                [_turn_row(turn) for turn in turns],
+            )
+        if events or state is not None or updated_at is not None:
+            conn.execute(
+                "UPDATE sessions SET last_seq = ?, state = coalesce(?, state), "
+                "updated_at = coalesce(?, updated_at) WHERE session_id = ?",
+                (last_seq + len(events), state, updated_at, session_id),
+            )
+
+
+def _read_events(
+    conn: sqlite3.Connection, *, session_id: str, after_seq: int, limit: int | None
+) -> list[StoredEvent]:
+    rows = conn.execute(
+        "SELECT seq, type, turn_id, data FROM events WHERE session_id = ? AND seq > ? "
+        "ORDER BY seq LIMIT ?",
+        (session_id, after_seq, -1 if limit is None else limit),
+    ).fetchall()
+    return [StoredEvent(seq=r[0], type=r[1], turn_id=r[2], data=r[3]) for r in rows]
+
+
+def _first_seq(conn: sqlite3.Connection, *, session_id: str) -> int | None:
+    row = conn.execute("SELECT min(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
+    first: int | None = row[0]
+    return first
+
+
+def _trim_events(conn: sqlite3.Connection, *, session_id: str, keep_last: int) -> None:
+    conn.execute(
+        "DELETE FROM events WHERE session_id = ? AND seq <= "
+        "(SELECT last_seq FROM sessions WHERE session_id = ?) - ?",
+        (session_id, session_id, keep_last),
+    )
+
+
+def _list_turns(conn: sqlite3.Connection, *, session_id: str) -> list[TurnRecord]:
+    rows = conn.execute(
+        f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? ORDER BY started_at, rowid",
+        (session_id,),
+    ).fetchall()
+    return [_turn(row) for row in rows]
+
+
+def _list_sessions(
+    conn: sqlite3.Connection, *, limit: int, before: tuple[float, str] | None
+) -> list[SessionMeta]:
+    order = "ORDER BY created_at DESC, session_id DESC LIMIT ?"
+    if before is None:
+        rows = conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions {order}", (limit,))
+    else:
+        rows = conn.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions "
+            f"WHERE (created_at, session_id) < (?, ?) {order}",
+            (before[0], before[1], limit),
+        )
+    return [_meta(row) for row in rows.fetchall()]
+
+
+def _delete(conn: sqlite3.Connection, *, session_id: str) -> bool:
+    cursor = conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+    return cursor.rowcount > 0
+
+
+def _expire(conn: sqlite3.Connection, *, idle_before: float) -> list[str]:
+    with _transaction(conn):
+        rows = conn.execute(
+            "SELECT session_id FROM sessions WHERE updated_at < ?", (idle_before,)
+        ).fetchall()
+        if rows:
+            conn.execute("DELETE FROM sessions WHERE updated_at < ?", (idle_before,))
+    return [row[0] for row in rows]
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchall()

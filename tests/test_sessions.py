@@ -1,0 +1,65 @@
+"""The session manager with an injected clock: expiry, restore, token checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.core.codes import CloseCode
+from gateway.core.session import SessionConfig
+from gateway.providers.offline import OfflineProvider
+from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, hash_token
+from gateway.stores.memory import MemoryStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_sweep_expires_idle_sessions_but_keeps_live_ones() -> None:
+    store, clock = MemoryStore(), Clock()
+    async with asyncio.TaskGroup() as tasks:
+        manager = SessionManager(
+            provider=OfflineProvider(token_delay_s=0),
+            store=store,
+            config=ManagerConfig(SessionConfig(provider="offline", model="m")),
+            tasks=tasks,
+            clock=clock,
+        )
+        idle_id, _, _ = await manager.create()
+        live, _ = await manager.start()
+        clock.now += 3600
+        fresh_id, _, _ = await manager.create()
+        expired = await manager.sweep(ttl_s=600)
+        remaining = {s.session_id for s in await store.list_sessions(limit=10)}
+        await manager.shutdown()
+    assert expired == [idle_id]
+    assert remaining == {live.session.id, fresh_id}
+
+
+async def test_resume_checks_the_token_against_its_hash() -> None:
+    store = MemoryStore()
+    async with asyncio.TaskGroup() as tasks:
+        manager = SessionManager(
+            provider=OfflineProvider(token_delay_s=0),
+            store=store,
+            config=ManagerConfig(SessionConfig(provider="offline", model="m")),
+            tasks=tasks,
+        )
+        session_id, token, _ = await manager.create()
+        stored = await store.get(session_id)
+        assert stored is not None
+        assert stored.meta.token_hash == hash_token(token)
+        assert token not in stored.meta.token_hash
+        with pytest.raises(ResumeRefused) as refused:
+            await manager.resume(session_id, token + "x")
+        runtime = await manager.resume(session_id, token)
+        again = await manager.resume(session_id, token)
+        await manager.shutdown()
+    assert refused.value.code == CloseCode.BAD_RESUME_TOKEN
+    assert again is runtime
