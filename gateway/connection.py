@@ -26,11 +26,20 @@ from gateway.runtime import SessionRuntime
 log = logging.getLogger("gateway.connection")
 
 
-class Codec(Protocol):
-    """A wire protocol: frames in, events out, and back."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A frame a codec answers by itself, outside the session (a keep-alive echo)."""
 
-    def decode(self, frame: str | bytes) -> ClientEvent | WireError:
-        """One frame from the client, as an event or an error."""
+    text: str
+
+
+class Codec(Protocol):
+    """A wire protocol: frames in, events out, and back. One per connection, so a
+    codec may keep state (a platform's response ids, say)."""
+
+    def decode(self, frame: str | bytes) -> ClientEvent | WireError | Reply | None:
+        """One frame from the client: an event for the session, an error, a direct
+        reply, or ``None`` when the frame needs nothing (it was only noted)."""
         ...
 
     def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | None:
@@ -90,6 +99,14 @@ class Connection:
             return
         self._last_seq = frame.seq
 
+    def _send_direct(self, text: str) -> None:
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.abort(CloseCode.SLOW_CONSUMER, "client too slow to read")
+
     def close(self, code: int, reason: str) -> None:
         """Close after everything queued so far is sent."""
         if self._closing:
@@ -134,8 +151,12 @@ class Connection:
             text: str | None = message.get("text")
             frame: str | bytes = text if text is not None else message.get("bytes") or b""
             result = self._codec.decode(frame)
+            if result is None:
+                continue
             if isinstance(result, WireError):
                 runtime.reject(result.code, result.message)
+            elif isinstance(result, Reply):
+                self._send_direct(result.text)
             else:
                 runtime.receive(result)
 

@@ -25,7 +25,7 @@ from gateway.core.session import Session, SessionConfig
 from gateway.core.state import StateError, decode_state, encode_state
 from gateway.providers.base import LLMProvider
 from gateway.runtime import SessionRuntime
-from gateway.stores.base import SessionMeta, SessionStore
+from gateway.stores.base import SessionMeta, SessionStore, StoredSession
 
 log = logging.getLogger("gateway.sessions")
 
@@ -111,6 +111,48 @@ class SessionManager:
         session = Session(session_id, self._config.session)
         return self._run(session, hash_token(token), ReplayLog(self._config.replay_capacity)), token
 
+    async def open_keyed(self, kind: str, key: str) -> SessionRuntime:
+        """The session a platform names by its own id (a call SID, a conversation id).
+
+        Made on first use, resumed after: the platform authenticates itself (its
+        own signature), so no resume token is involved. ``kind`` keeps platforms
+        apart (``twilio``, ``retell``, ``layercode``).
+        """
+        digest = hashlib.sha256(f"{kind}\0{key}".encode()).hexdigest()[:24]
+        session_id = f"{kind}_{digest}"
+        async with self._locks.hold(session_id):
+            runtime = self._live.get(session_id)
+            if runtime is not None and runtime.stopping:
+                await runtime.stopped()
+                runtime = None
+            if runtime is not None:
+                return runtime
+            stored = await self._store.get(session_id)
+            if stored is not None:
+                return await self._restore_stored(stored)
+            now = self._clock()
+            session = Session(session_id, self._config.session)
+            meta = SessionMeta(session_id, hash_token(new_resume_token()), kind, now, now)
+            await self._store.create(meta, encode_state(session.state()))
+            return self._run(session, meta.token_hash, ReplayLog(self._config.replay_capacity))
+
+    def ephemeral(self, store: SessionStore) -> SessionRuntime:
+        """A session that lives for one request only (stateless platforms), kept in
+        ``store`` (a fresh ``MemoryStore``) and never listed."""
+        session = Session(new_session_id(), self._config.session)
+        runtime = SessionRuntime(
+            session,
+            token_hash="",
+            provider=self._provider,
+            store=store,
+            tasks=self._tasks,
+            clock=self._clock,
+            replay=ReplayLog(self._config.replay_capacity),
+            grace_s=0.0,
+            on_stopped=lambda _: None,
+        )
+        return runtime
+
     async def resume(self, session_id: str, token: str) -> SessionRuntime:
         """The session's runtime, live or brought back from the store.
 
@@ -133,6 +175,10 @@ class SessionManager:
             raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         if not token_matches(token, stored.meta.token_hash):
             raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
+        return await self._restore_stored(stored)
+
+    async def _restore_stored(self, stored: StoredSession) -> SessionRuntime:
+        session_id = stored.meta.session_id
         try:
             state = decode_state(stored.state)
         except StateError as exc:

@@ -63,3 +63,33 @@ async def test_resume_checks_the_token_against_its_hash() -> None:
         await manager.shutdown()
     assert refused.value.code == CloseCode.BAD_RESUME_TOKEN
     assert again is runtime
+
+
+async def test_keyed_sessions_are_stable_per_platform_key() -> None:
+    store = MemoryStore()
+    async with asyncio.TaskGroup() as tasks:
+        manager = SessionManager(
+            provider=OfflineProvider(token_delay_s=0),
+            store=store,
+            config=ManagerConfig(SessionConfig(provider="offline", model="m")),
+            tasks=tasks,
+        )
+        first = await manager.open_keyed("twilio", "CA123")
+        same = await manager.open_keyed("twilio", "CA123")
+        other = await manager.open_keyed("retell", "CA123")
+        first.stop()
+        await first.stopped()
+        restored = await manager.open_keyed("twilio", "CA123")
+        ephemeral = manager.ephemeral(MemoryStore())
+        ephemeral.stop()
+        await ephemeral.stopped()
+        await manager.shutdown()
+    assert same is first
+    assert other.session.id != first.session.id
+    assert first.session.id.startswith("twilio_")
+    assert restored is not first
+    assert restored.session.id == first.session.id
+    assert manager.live(ephemeral.session.id) is None
+    stored = await store.get(first.session.id)
+    assert stored is not None
+    assert stored.meta.principal == "twilio"

@@ -67,12 +67,38 @@ class PlaybackAck:
 
 
 @dataclass(frozen=True, slots=True)
+class SetHistory:
+    """The platform keeps the transcript: make it the session's history (no turn)."""
+
+    transcript: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTurn:
+    """The platform keeps the transcript: replace the history with ``transcript`` and
+    answer it in a new turn (superseding a streaming one). ``reply_to`` is the
+    platform's id for this response, reported as ``in_reply_to``."""
+
+    transcript: tuple[Message, ...]
+    reply_to: str | None = None
+    instructions: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnd:
     """The client is done: end the streaming turn and close cleanly."""
 
 
 ClientEvent = (
-    UserMessage | Interrupt | PlaybackAck | ResponseCreate | SessionUpdate | Ping | SessionEnd
+    UserMessage
+    | Interrupt
+    | PlaybackAck
+    | ResponseCreate
+    | SessionUpdate
+    | Ping
+    | SessionEnd
+    | SetHistory
+    | TranscriptTurn
 )
 
 

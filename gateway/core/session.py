@@ -46,6 +46,8 @@ from gateway.core.events import (
     SessionResync,
     SessionUpdate,
     SessionUpdated,
+    SetHistory,
+    TranscriptTurn,
     TurnStatus,
     UserDuplicate,
     UserMessage,
@@ -275,6 +277,21 @@ class Session:
                 self._send(Pong(session_id=self.id, seq=self._next_seq(), id=event.id))
             case SessionEnd():
                 self.end("ended by the client", now)
+            case SetHistory():
+                self._history = event.transcript
+                self._last_reply = None
+                self._effects.append(SaveState())
+            case TranscriptTurn():
+                if self._turn is not None:
+                    self._end_turn(
+                        self._turn, "superseded", now, reason="a newer response was requested"
+                    )
+                self._history = event.transcript
+                self._last_reply = None
+                last_user = next(
+                    (m.text for m in reversed(event.transcript) if m.role == "user"), None
+                )
+                self._start_turn(event.reply_to, last_user, now, instructions=event.instructions)
 
     def reject(
         self, code: ErrorCode, message: str, *, fatal: bool = False, now: float = 0.0

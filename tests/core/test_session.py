@@ -22,6 +22,8 @@ from gateway.core.events import (
     SessionResync,
     SessionUpdate,
     SessionUpdated,
+    SetHistory,
+    TranscriptTurn,
     UserDuplicate,
     UserMessage,
 )
@@ -373,3 +375,21 @@ def test_resync_event_carries_the_transcript() -> None:
     assert isinstance(resync, SessionResync)
     assert resync.transcript == (Message("user", "Hi"), Message("assistant", "Hello."))
     assert resync.seq == session.seq
+
+
+def test_transcript_turn_replaces_history_and_supersedes() -> None:
+    session = make()
+    old = start(session, "Hi")
+    transcript = (Message("assistant", "Welcome."), Message("user", "What time is it?"))
+    session.receive(TranscriptTurn(transcript, reply_to="7", instructions="Be short."), 1)
+    effects = session.effects()
+    events = sent(effects)
+    assert isinstance(events[0], ResponseEnd)
+    assert (events[0].turn_id, events[0].status) == (old, "superseded")
+    assert isinstance(events[1], ResponseStart)
+    assert events[1].in_reply_to == "7"
+    (gen,) = [e for e in effects if isinstance(e, StartGeneration)]
+    assert gen.request.messages == transcript
+    assert gen.request.instructions == "Be short."
+    session.receive(SetHistory((Message("user", "Only this"),)), 2)
+    assert session.history == (Message("user", "Only this"),)
