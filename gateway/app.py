@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.connection import Connection
 from gateway.core import wire
@@ -24,11 +24,12 @@ from gateway.core.events import ClientEvent, Heartbeat, ServerEvent
 from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.core.wire import WireError
+from gateway.deps import manager_of, store_of
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
 from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager
 from gateway.settings import Settings
-from gateway.stores.base import SessionStore, StoreError
+from gateway.stores.base import StoreError
 from gateway.stores.factory import open_store
 
 log = logging.getLogger("gateway")
@@ -64,16 +65,6 @@ class NativeCodec:
 
     def heartbeat(self, session_id: str, seq: int) -> str:
         return wire.encode(Heartbeat(session_id=session_id, seq=seq))
-
-
-def _manager(conn: HTTPConnection) -> SessionManager:
-    manager: SessionManager = conn.app.state.manager
-    return manager
-
-
-def _store(conn: HTTPConnection) -> SessionStore:
-    store: SessionStore = conn.app.state.store
-    return store
 
 
 def _resume_params(websocket: WebSocket) -> tuple[str, str, int] | str | None:
@@ -145,7 +136,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             await llm.aclose()
 
     async def websocket_native(websocket: WebSocket) -> None:
-        manager = _manager(websocket)
+        manager = manager_of(websocket)
         resume = _resume_params(websocket)
         await websocket.accept()
         if isinstance(resume, str):
@@ -183,7 +174,8 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
 
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", websocket_native),
-        *api_routes(_manager, _store),
+        *api_routes(manager_of, store_of),
+        *adapter_routes(settings),
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=StaticFiles(directory=WEB_DIR, html=True), name="web"))

@@ -88,6 +88,24 @@ class Settings(BaseSettings):
     )
     ping_timeout_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_PING_TIMEOUT_S")] = 20.0
 
+    public_url: Annotated[
+        str | None, Field(pattern=r"^https?://[^/\s]+$", validation_alias="GATEWAY_PUBLIC_URL")
+    ] = None
+    twilio_auth_token: Annotated[SecretStr | None, Field(validation_alias="TWILIO_AUTH_TOKEN")] = (
+        None
+    )
+    twilio_dtmf_note: Annotated[str, Field(validation_alias="TWILIO_DTMF_NOTE")] = (
+        "(The caller pressed the key {digit} on the phone keypad.)"
+    )
+    retell_welcome: Annotated[str, Field(validation_alias="RETELL_WELCOME")] = ""
+    layercode_secret: Annotated[
+        SecretStr | None, Field(validation_alias="LAYERCODE_WEBHOOK_SECRET")
+    ] = None
+    layercode_welcome: Annotated[str, Field(validation_alias="LAYERCODE_WELCOME")] = (
+        "Hello! How can I help you today?"
+    )
+    openai_api_keys: Annotated[str | None, Field(validation_alias="OPENAI_COMPAT_API_KEYS")] = None
+
     @field_validator("store_url")
     @classmethod
     def _known_store(cls, url: str) -> str:

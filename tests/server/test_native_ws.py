@@ -8,9 +8,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.core.codes import ErrorCode
-from tests.server.conftest import GatewayFactory
 from tests.support.client import Client
 from tests.support.fake_gemini import FakeGemini, wait_event
+from tests.support.gateway import GatewayFactory
 from tests.support.servers import RunningServer
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import GatewayFactory
 from tests.support.client import Client
 from tests.support.fake_gemini import FakeGemini, wait_event
+from tests.support.gateway import GatewayFactory
 from tests.support.servers import RunningServer
 
 

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.conftest import GatewayFactory
 from tests.support.client import Client
+from tests.support.gateway import GatewayFactory
 from tests.support.servers import RunningServer
 
 

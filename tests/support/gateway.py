@@ -1,4 +1,4 @@
-"""Fixtures that run the real gateway under uvicorn on a free port."""
+"""Fixtures that run the real gateway under uvicorn on a free port (a pytest plugin)."""
 
 from __future__ import annotations
 

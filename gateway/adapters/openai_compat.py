@@ -1,0 +1,12 @@
+"""Adapter stub: replaced by the real openai_compat adapter."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from gateway.settings import Settings
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    """No routes yet."""
+    return []
