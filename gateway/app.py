@@ -27,6 +27,7 @@ from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
+from gateway.runtime import ProviderPolicy
 from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
@@ -119,6 +120,12 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             session=replace(session_config, provider=llm.name, model=llm.model),
             replay_capacity=settings.replay_capacity,
             grace_s=settings.resume_grace_s,
+            provider=ProviderPolicy(
+                first_token_timeout_s=settings.first_token_timeout_s,
+                token_timeout_s=settings.token_timeout_s,
+                retries=settings.provider_retries,
+                backoff_s=settings.provider_backoff_s,
+            ),
         )
         try:
             async with asyncio.TaskGroup() as tasks:

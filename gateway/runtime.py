@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,6 +78,26 @@ class ClientSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderPolicy:
+    """Timeouts and retries around a provider stream.
+
+    A failure the provider calls retryable (429, 5xx, timeouts, a cut connection)
+    is retried with jittered exponential back-off, but only while no chunk of the
+    turn was sent, so the user never hears a sentence twice.
+    """
+
+    first_token_timeout_s: float = 20.0
+    token_timeout_s: float = 15.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    backoff_max_s: float = 4.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter back-off before retry ``attempt`` (1-based)."""
+        return rng.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True, slots=True)
 class _Attach:
     client: ClientSink
     resume_token: str
@@ -117,6 +138,8 @@ class SessionRuntime:
         replay: ReplayLog,
         grace_s: float,
         on_stopped: Callable[[SessionRuntime], None],
+        policy: ProviderPolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.session = session
         self.token_hash = token_hash
@@ -127,6 +150,8 @@ class SessionRuntime:
         self._clock = clock
         self._grace_s = grace_s
         self._on_stopped = on_stopped
+        self._policy = policy or ProviderPolicy()
+        self._random = rng or random.Random()
         self._generations: dict[str, asyncio.Task[None]] = {}
         self._pending: list[_Item] = []
         self._pending_turns: dict[str, TurnRecord] = {}
@@ -356,44 +381,89 @@ class SessionRuntime:
 
     async def _generate(self, request: GenerationRequest) -> None:
         turn_id = request.turn_id
+        policy = self._policy
+        attempt = 0
+        while True:
+            try:
+                await self._stream_turn(request)
+            except ProviderError as exc:
+                if (
+                    exc.retryable
+                    and attempt < policy.retries
+                    and self.session.restart_turn(turn_id)
+                ):
+                    attempt += 1
+                    delay = policy.backoff(attempt, self._random)
+                    log.warning(
+                        "provider failed session=%s turn=%s code=%s: retry %d/%d in %.2fs",
+                        self.session.id,
+                        turn_id,
+                        exc.code,
+                        attempt,
+                        policy.retries,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                log.warning(
+                    "provider failed session=%s turn=%s code=%s status=%s retryable=%s",
+                    self.session.id,
+                    turn_id,
+                    exc.code,
+                    exc.status,
+                    exc.retryable,
+                )
+                self.session.provider_failed(
+                    turn_id,
+                    self._clock(),
+                    message=exc.message,
+                    retryable=exc.retryable,
+                    detail=exc.code,
+                )
+            except Exception:  # task boundary: log it, fail the turn, keep the session
+                log.exception("generation crashed session=%s turn=%s", self.session.id, turn_id)
+                self.session.provider_failed(
+                    turn_id,
+                    self._clock(),
+                    message="the gateway failed while generating this turn",
+                    retryable=False,
+                    code=ErrorCode.INTERNAL_ERROR,
+                    detail="internal_error",
+                )
+            else:
+                self.session.provider_done(turn_id, self._clock())
+            break
+        if self._generations.get(turn_id) is asyncio.current_task():
+            del self._generations[turn_id]
+        self._apply()
+
+    async def _stream_turn(self, request: GenerationRequest) -> None:
+        """Feed one provider stream to the core, with first-token and between-token
+        timeouts; the stream is closed however this ends."""
+        turn_id = request.turn_id
+        policy = self._policy
         stream = self._provider.stream(request)
+        iterator = aiter(stream)
+        limit = policy.first_token_timeout_s
         try:
-            async for delta in stream:
+            while True:
+                try:
+                    async with asyncio.timeout(limit):
+                        delta = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    what = "first text" if limit == policy.first_token_timeout_s else "next text"
+                    raise ProviderError(
+                        f"the model sent no {what} within {limit:g} s",
+                        code="timeout",
+                        retryable=True,
+                    ) from exc
+                limit = policy.token_timeout_s
                 self.session.provider_delta(turn_id, delta, self._clock())
                 self._apply()
-        except ProviderError as exc:
-            log.warning(
-                "provider failed session=%s turn=%s code=%s status=%s retryable=%s",
-                self.session.id,
-                turn_id,
-                exc.code,
-                exc.status,
-                exc.retryable,
-            )
-            self.session.provider_failed(
-                turn_id,
-                self._clock(),
-                message=exc.message,
-                retryable=exc.retryable,
-                detail=exc.code,
-            )
-        except Exception:  # task boundary: log it, fail the turn, keep the session
-            log.exception("generation crashed session=%s turn=%s", self.session.id, turn_id)
-            self.session.provider_failed(
-                turn_id,
-                self._clock(),
-                message="the gateway failed while generating this turn",
-                retryable=False,
-                code=ErrorCode.INTERNAL_ERROR,
-                detail="internal_error",
-            )
-        else:
-            self.session.provider_done(turn_id, self._clock())
         finally:
-            if self._generations.get(turn_id) is asyncio.current_task():
-                del self._generations[turn_id]
             await _aclose(stream)
-        self._apply()
 
     def _log_turn(self, end: ResponseEnd) -> None:
         latency = end.latency

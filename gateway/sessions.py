@@ -24,7 +24,7 @@ from gateway.core.replay import ReplayLog
 from gateway.core.session import Session, SessionConfig
 from gateway.core.state import StateError, decode_state, encode_state
 from gateway.providers.base import LLMProvider
-from gateway.runtime import SessionRuntime
+from gateway.runtime import ProviderPolicy, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
 
 log = logging.getLogger("gateway.sessions")
@@ -66,6 +66,7 @@ class ManagerConfig:
     session: SessionConfig
     replay_capacity: int = 1024
     grace_s: float = 30.0
+    provider: ProviderPolicy = ProviderPolicy()
 
 
 class SessionManager:
@@ -150,6 +151,7 @@ class SessionManager:
             replay=ReplayLog(self._config.replay_capacity),
             grace_s=0.0,
             on_stopped=lambda _: None,
+            policy=self._config.provider,
         )
         return runtime
 
@@ -220,6 +222,7 @@ class SessionManager:
             replay=replay,
             grace_s=self._config.grace_s,
             on_stopped=self._stopped,
+            policy=self._config.provider,
         )
         self._live[session.id] = runtime
         return runtime

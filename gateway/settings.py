@@ -88,6 +88,19 @@ class Settings(BaseSettings):
     )
     ping_timeout_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_PING_TIMEOUT_S")] = 20.0
 
+    first_token_timeout_s: Annotated[
+        float, Field(gt=0, validation_alias="GATEWAY_FIRST_TOKEN_TIMEOUT_S")
+    ] = 20.0
+    token_timeout_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_TOKEN_TIMEOUT_S")] = (
+        15.0
+    )
+    provider_retries: Annotated[
+        int, Field(ge=0, le=10, validation_alias="GATEWAY_PROVIDER_RETRIES")
+    ] = 2
+    provider_backoff_s: Annotated[
+        float, Field(ge=0, validation_alias="GATEWAY_PROVIDER_BACKOFF_S")
+    ] = 0.5
+
     public_url: Annotated[
         str | None, Field(pattern=r"^https?://[^/\s]+$", validation_alias="GATEWAY_PUBLIC_URL")
     ] = None

@@ -316,6 +316,20 @@ class Session:
         for chunk in turn.chunker.push(text):
             self._send_chunk(turn, chunk, now)
 
+    def restart_turn(self, turn_id: str) -> bool:
+        """Forget what the provider sent for ``turn_id`` so it can be asked again.
+
+        Allowed only while no chunk of the turn was sent, so that a retry never
+        makes the user hear a sentence twice; returns whether the turn was reset.
+        """
+        turn = self._turn
+        if turn is None or turn.id != turn_id or turn.chunks:
+            return False
+        turn.parts.clear()
+        turn.chunker = self._new_chunker()
+        turn.first_token_at = None
+        return True
+
     def provider_done(self, turn_id: str, now: float) -> None:
         """The reply for ``turn_id`` is complete."""
         turn = self._turn

@@ -393,3 +393,14 @@ def test_transcript_turn_replaces_history_and_supersedes() -> None:
     assert gen.request.instructions == "Be short."
     session.receive(SetHistory((Message("user", "Only this"),)), 2)
     assert session.history == (Message("user", "Only this"),)
+
+
+def test_a_turn_restarts_only_while_no_chunk_was_sent() -> None:
+    session = make()
+    turn = start(session, "Hi")
+    session.provider_delta(turn, "Half a sent", 1)
+    assert session.restart_turn(turn) is True
+    session.provider_delta(turn, "Whole. And more", 2)
+    assert [e.text for e in sent(session.effects()) if isinstance(e, ResponseTts)] == ["Whole."]
+    assert session.restart_turn(turn) is False
+    assert session.restart_turn("t99") is False
