@@ -11,9 +11,8 @@ import uvicorn
 
 from gateway import __version__
 from gateway.app import create_app, uvicorn_options
+from gateway.logs import configure_logging
 from gateway.settings import SettingsError, load_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     settings = settings.model_copy(update=updates)
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(settings.log_level)
     app = create_app(settings)
     logging.getLogger("gateway").info(
         "voice-gateway %s listening on http://%s:%s (WebSocket: ws://%s:%s/ws)",

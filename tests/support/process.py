@@ -35,7 +35,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 def gateway_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """Start ``python -m gateway`` and wait (by reading its log) until it serves.
 
-    On exit the process gets SIGTERM unless the test already ended it.
+    On exit the process gets SIGTERM unless the test already ended it, and the
+    rest of its output is appended to the yielded list of lines.
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", *args],
@@ -57,4 +58,5 @@ def gateway_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[s
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=STARTUP_TIMEOUT_S)
+        rest, _ = proc.communicate(timeout=STARTUP_TIMEOUT_S)
+        lines.extend(rest.splitlines(keepends=True))
