@@ -189,6 +189,13 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+async def drain(app: Starlette, settings: Settings) -> None:
+    """Graceful shutdown of the sessions the app serves (before connections close)."""
+    manager: SessionManager | None = getattr(app.state, "manager", None)
+    if manager is not None:
+        await manager.drain(settings.drain_s, reconnect_ms=settings.reconnect_delay_ms)
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Server options that belong to the gateway's behaviour (used by the CLI and tests)."""
     return {

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
 
 from gateway import __version__
-from gateway.app import create_app, uvicorn_options
+from gateway.app import create_app, drain, uvicorn_options
 from gateway.logs import configure_logging
 from gateway.settings import SettingsError, load_settings
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, with a graceful drain of the sessions between "stop accepting" and
+    "close every connection", and exit status 0 after a clean SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting first
+        await self._drain()
+        await super().shutdown(sockets)
+        # uvicorn re-raises the signal it caught; a completed drain is a clean exit.
+        self._captured_signals.clear()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.host,
         settings.port,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -70,4 +88,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=True,
         **uvicorn_options(settings),
     )
+    GatewayServer(config, drain=lambda: drain(app, settings)).run()
     return 0

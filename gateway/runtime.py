@@ -42,6 +42,7 @@ from gateway.core.events import (
     ClientEvent,
     ResponseEnd,
     ServerEvent,
+    SessionReconnect,
 )
 from gateway.core.history import GenerationRequest
 from gateway.core.records import TurnRecord
@@ -105,12 +106,20 @@ class _Attach:
 
 
 @dataclass(frozen=True, slots=True)
+class _Notice:
+    """A connection event for whoever is attached when the pipeline gets here."""
+
+    delay_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Out:
     logged: LoggedEvent
     event: ServerEvent
 
 
-_Item = _Out | _Attach | Close
+_Item = _Out | _Attach | _Notice | Close
 
 
 def _frame(event: ServerEvent) -> LoggedEvent:
@@ -158,6 +167,8 @@ class SessionRuntime:
         self._unstored: list[LoggedEvent] = []
         self._state_dirty = False
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._delivered_seq = replay.last_seq or session.seq
         self._client: ClientSink | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -225,6 +236,23 @@ class SessionRuntime:
         self.stopping = True
         self._wake.set()
 
+    async def drain(self, deadline: float, *, reconnect_ms: int) -> None:
+        """Shut down gracefully: tell the client to reconnect, let the streaming
+        turn finish until the loop time ``deadline``, then close (1012) and stop."""
+        reason = "the gateway is shutting down"
+        self._pending.append(_Notice(reconnect_ms, reason))
+        self._wake.set()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("drain deadline reached session=%s: ending its turn", self.session.id)
+        self.session.abandon(reason, self._clock())
+        self._apply()
+        self._pending.append(Close(CloseCode.SERVICE_RESTART, reason))
+        self.stop()
+        await self.stopped()
+
     async def stopped(self) -> None:
         """Wait until the flusher has written everything and ended."""
         await asyncio.wait({self._flusher})
@@ -261,6 +289,10 @@ class SessionRuntime:
                     self._pending.append(effect)
         if self._pending or self._state_dirty or self._pending_turns:
             self._wake.set()
+        if self.session.streaming_turn_id is None:
+            self._idle.set()
+        else:
+            self._idle.clear()
 
     # --- the store pipeline ------------------------------------------------------
 
@@ -323,6 +355,15 @@ class SessionRuntime:
                         self._client.deliver(logged, event)
                 case _Attach():
                     self._attach_now(item)
+                case _Notice(delay_ms=delay_ms, reason=reason):
+                    if self._client is not None:
+                        notice = SessionReconnect(
+                            session_id=self.session.id,
+                            seq=self._delivered_seq,
+                            delay_ms=delay_ms,
+                            reason=reason,
+                        )
+                        self._client.deliver(_frame(notice), notice)
                 case Close(code=code, reason=reason):
                     if self._client is not None:
                         self._client.close(code, reason)

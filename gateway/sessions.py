@@ -250,6 +250,17 @@ class SessionManager:
             log.info("expired %d idle session(s)", len(expired))
         return expired
 
+    async def drain(self, timeout_s: float, *, reconnect_ms: int) -> None:
+        """Graceful shutdown of every live session, all at once, within ``timeout_s``."""
+        runtimes = [r for r in self._live.values() if not r.stopping]
+        if not runtimes:
+            return
+        log.info("draining %d session(s) for up to %.0f s", len(runtimes), timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with asyncio.TaskGroup() as group:
+            for runtime in runtimes:
+                group.create_task(runtime.drain(deadline, reconnect_ms=reconnect_ms))
+
     async def shutdown(self) -> None:
         """Stop every live session (streaming turns end ``interrupted``) and flush."""
         runtimes = list(self._live.values())

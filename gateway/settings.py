@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         float, Field(ge=0, validation_alias="GATEWAY_PROVIDER_BACKOFF_S")
     ] = 0.5
 
+    drain_s: Annotated[float, Field(ge=0, validation_alias="GATEWAY_DRAIN_S")] = 20.0
+    reconnect_delay_ms: Annotated[
+        int, Field(ge=0, validation_alias="GATEWAY_RECONNECT_DELAY_MS")
+    ] = 1000
+
     public_url: Annotated[
         str | None, Field(pattern=r"^https?://[^/\s]+$", validation_alias="GATEWAY_PUBLIC_URL")
     ] = None

@@ -129,7 +129,7 @@ class SessionReady:
 
 #: Server events that describe the connection, not the conversation: they do not
 #: advance ``seq`` and are never logged or replayed.
-CONNECTION_EVENTS = frozenset({"session.ready", "session.resync", "heartbeat"})
+CONNECTION_EVENTS = frozenset({"session.ready", "session.resync", "session.reconnect", "heartbeat"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +152,18 @@ class Heartbeat:
     type: Literal["heartbeat"] = "heartbeat"
     session_id: str
     seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionReconnect:
+    """The gateway is going away: finish the current turn, then expect the socket
+    to close and resume after ``delay_ms``. A connection event."""
+
+    type: Literal["session.reconnect"] = "session.reconnect"
+    session_id: str
+    seq: int
+    delay_ms: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +262,7 @@ ServerEvent = (
     SessionReady
     | SessionResync
     | Heartbeat
+    | SessionReconnect
     | SessionUpdated
     | SessionEnded
     | ResponseStart
