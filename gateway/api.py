@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
+from gateway.auth import AuthError
 from gateway.core.records import TurnRecord
-from gateway.sessions import SessionManager
+from gateway.guard import Guard
+from gateway.sessions import SessionManager, TooManySessions
 from gateway.stores.base import SessionMeta, SessionStore, StoreError
 
 MAX_PAGE = 100
@@ -60,6 +62,24 @@ def _turn(record: TurnRecord) -> dict[str, Any]:
     }
 
 
+def _caller(request: Request) -> str | None | JSONResponse:
+    """The principal's name (``None`` with authentication off), or the refusal."""
+    guard: Guard = request.app.state.guard
+    try:
+        principal = guard.check_http(request)
+    except AuthError as refused:
+        return JSONResponse(
+            {"error": {"code": refused.code, "message": refused.message}},
+            status_code=refused.status,
+            headers={"WWW-Authenticate": "Bearer"} if refused.status == 401 else None,
+        )
+    return principal.name if principal else None
+
+
+def _owned(meta: SessionMeta, caller: str | None) -> bool:
+    return caller is None or meta.principal == caller
+
+
 def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
     """Routes; ``manager_of(request)`` and ``store_of(request)`` find the shared parts."""
 
@@ -73,8 +93,14 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         }
 
     async def create_session(request: Request) -> Response:
+        caller = _caller(request)
+        if isinstance(caller, Response):
+            return caller
         manager: SessionManager = manager_of(request)
-        session_id, token, created_at = await manager.create()
+        try:
+            session_id, token, created_at = await manager.create(principal=caller)
+        except TooManySessions as exc:
+            return _problem(429, "too_many_sessions", str(exc))
         return JSONResponse(
             {
                 "session_id": session_id,
@@ -86,6 +112,9 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         )
 
     async def list_sessions(request: Request) -> Response:
+        caller = _caller(request)
+        if isinstance(caller, Response):
+            return caller
         store: SessionStore = store_of(request)
         try:
             limit = int(request.query_params.get("limit", DEFAULT_PAGE))
@@ -99,7 +128,7 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
                 before = _decode_cursor(cursor)
             except ValueError as exc:
                 return _problem(400, "invalid_cursor", str(exc))
-        page = await store.list_sessions(limit=limit + 1, before=before)
+        page = await store.list_sessions(limit=limit + 1, before=before, principal=caller)
         more = len(page) > limit
         page = page[:limit]
         return JSONResponse(
@@ -110,17 +139,23 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         )
 
     async def get_session(request: Request) -> Response:
+        caller = _caller(request)
+        if isinstance(caller, Response):
+            return caller
         store: SessionStore = store_of(request)
         session_id = request.path_params["session_id"]
         stored = await store.get(session_id)
-        if stored is None:
+        if stored is None or not _owned(stored.meta, caller):
             return _problem(404, "unknown_session", "no such session")
         turns = await store.list_turns(session_id)
         return JSONResponse({**summary(stored.meta, request), "turns": [_turn(t) for t in turns]})
 
     async def delete_session(request: Request) -> Response:
+        caller = _caller(request)
+        if isinstance(caller, Response):
+            return caller
         manager: SessionManager = manager_of(request)
-        if not await manager.delete(request.path_params["session_id"]):
+        if not await manager.delete(request.path_params["session_id"], principal=caller):
             return _problem(404, "unknown_session", "no such session")
         return Response(status_code=204)
 

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
-from gateway.connection import Connection
+from gateway.auth import AuthError, chosen_subprotocol
+from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
 from gateway.core.events import ClientEvent, Heartbeat, ServerEvent
@@ -25,10 +27,11 @@ from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
+from gateway.guard import Guard
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
 from gateway.runtime import ProviderPolicy
-from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager
+from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, TooManySessions
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
 from gateway.stores.factory import open_store
@@ -104,6 +107,8 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         max_chunk_chars=settings.max_chunk_chars,
     )
 
+    guard = Guard.from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         llm = provider if provider is not None else build_provider(settings)
@@ -118,6 +123,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
+            max_sessions_per_principal=settings.max_sessions_per_principal,
             replay_capacity=settings.replay_capacity,
             grace_s=settings.resume_grace_s,
             provider=ProviderPolicy(
@@ -132,6 +138,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
                 manager = SessionManager(provider=llm, store=store, config=config, tasks=tasks)
                 app.state.manager = manager
                 app.state.store = store
+                app.state.guard = guard
                 sweeper = tasks.create_task(_sweep_forever(manager, settings), name="sweeper")
                 try:
                     yield
@@ -144,21 +151,47 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
 
     async def websocket_native(websocket: WebSocket) -> None:
         manager = manager_of(websocket)
+        guard: Guard = websocket.app.state.guard
+        try:
+            principal = guard.check_websocket(websocket)
+        except AuthError as refused:
+            log.info("websocket refused status=%s code=%s", refused.status, refused.code)
+            await websocket.send_denial_response(_denial(refused))
+            return
+        name = principal.name if principal else None
         resume = _resume_params(websocket)
-        await websocket.accept()
+        await websocket.accept(subprotocol=chosen_subprotocol(websocket))
         if isinstance(resume, str):
             await websocket.close(CloseCode.BAD_RESUME, resume)
             return
+        busy = guard.connections.acquire(name)
+        if busy is not None:
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, busy)
+            return
+        try:
+            await _serve_native(websocket, manager, resume, name)
+        finally:
+            guard.connections.release(name)
+
+    async def _serve_native(
+        websocket: WebSocket,
+        manager: SessionManager,
+        resume: tuple[str, str, int] | None,
+        principal: str | None,
+    ) -> None:
         try:
             if resume is None:
-                runtime, token = await manager.start()
+                runtime, token = await manager.start(principal=principal)
                 last_seq: int | None = None
             else:
                 session_id, token, last_seq = resume
-                runtime = await manager.resume(session_id, token)
+                runtime = await manager.resume(session_id, token, principal=principal)
         except ResumeRefused as refused:
             log.info("resume refused code=%s", refused.code)
             await websocket.close(refused.code, refused.reason)
+            return
+        except TooManySessions as exc:
+            await websocket.close(CloseCode.TOO_MANY_SESSIONS, str(exc))
             return
         except StoreError:
             log.exception("session store failed while opening a session")
@@ -170,6 +203,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             session_id=runtime.session.id,
             queue_size=settings.send_queue_size,
             heartbeat_s=settings.heartbeat_s,
+            limits=input_limits(settings),
         )
         log.info("connection open session=%s resumed=%s", runtime.session.id, resume is not None)
         try:
@@ -187,6 +221,23 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=StaticFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def input_limits(settings: Settings) -> InputLimits:
+    """What one client connection may send."""
+    return InputLimits(
+        rate_per_s=settings.rate_per_s,
+        burst=settings.rate_burst,
+        idle_timeout_s=settings.idle_timeout_s,
+    )
+
+
+def _denial(refused: AuthError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": refused.code, "message": refused.message}},
+        status_code=refused.status,
+        headers={"WWW-Authenticate": "Bearer"} if refused.status == 401 else None,
+    )
 
 
 async def drain(app: Starlette, settings: Settings) -> None:

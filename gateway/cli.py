@@ -70,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     settings = settings.model_copy(update=updates)
     configure_logging(settings.log_level)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth_enabled:
+        logging.getLogger("gateway").warning(
+            "!!! SECURITY: listening on %s with NO authentication: anyone who can reach this "
+            "port can open sessions and spend your model quota. Set GATEWAY_API_KEYS or "
+            "GATEWAY_JWT_SECRET / GATEWAY_JWT_PUBLIC_KEY (see README, Security). !!!",
+            settings.host,
+        )
     app = create_app(settings)
     logging.getLogger("gateway").info(
         "voice-gateway %s listening on http://%s:%s (WebSocket: ws://%s:%s/ws)",

@@ -17,8 +17,9 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.core.codes import CloseCode
+from gateway.core.codes import CloseCode, ErrorCode
 from gateway.core.events import ClientEvent, ServerEvent
+from gateway.core.limits import TokenBucket
 from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
 from gateway.runtime import SessionRuntime
@@ -52,6 +53,19 @@ class Codec(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What a client may send: frames per second (a token bucket), and how long it
+    may stay silent. Going over the rate drops frames with one ``rate_limited``
+    error per second; only a flood of ``flood_factor`` bursts within a second
+    closes the connection (1008)."""
+
+    rate_per_s: float = 10.0
+    burst: int = 30
+    flood_factor: int = 3
+    idle_timeout_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
 class _CloseRequest:
     code: int
     reason: str
@@ -68,12 +82,14 @@ class Connection:
         session_id: str,
         queue_size: int,
         heartbeat_s: float,
+        limits: InputLimits | None = None,
     ) -> None:
         self._ws = websocket
         self._codec = codec
         self._session_id = session_id
         self._queue: asyncio.Queue[str | _CloseRequest] = asyncio.Queue(queue_size)
         self._heartbeat_s = heartbeat_s
+        self._limits = limits or InputLimits()
         self._closing = False
         self._last_seq = 0
         self.close_code: int | None = None
@@ -140,13 +156,40 @@ class Connection:
             runtime.detach(self)
 
     async def _read(self, runtime: SessionRuntime) -> None:
+        limits = self._limits
+        loop = asyncio.get_running_loop()
+        bucket = TokenBucket(limits.rate_per_s, limits.burst)
+        window, dropped = 0.0, 0
+        idle: float | None = limits.idle_timeout_s
         while True:
-            message = await self._ws.receive()
+            try:
+                async with asyncio.timeout(idle):
+                    message = await self._ws.receive()
+            except TimeoutError:
+                runtime.close_client(CloseCode.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
+                idle = None  # keep reading until the close handshake is done
+                continue
             if message["type"] == "websocket.disconnect":
                 if self.close_code is None:
                     self.close_code = message.get("code", CloseCode.NORMAL)
                 return
-            if self._closing:
+            if self._closing or idle is None:
+                continue  # closing: read until the handshake is done, act on nothing
+            now = loop.time()
+            if not bucket.take(now):
+                if now - window >= 1.0:
+                    window, dropped = now, 0
+                dropped += 1
+                if dropped == 1:
+                    runtime.reject(
+                        ErrorCode.RATE_LIMITED,
+                        f"too many messages: at most {limits.rate_per_s:g} per second "
+                        f"(bursts of {limits.burst}); this one was dropped",
+                    )
+                elif dropped > limits.burst * limits.flood_factor:
+                    log.warning("flood from client session=%s: closing", self._session_id)
+                    runtime.close_client(CloseCode.POLICY_VIOLATION, "too many messages")
+                    idle = None
                 continue
             text: str | None = message.get("text")
             frame: str | bytes = text if text is not None else message.get("bytes") or b""

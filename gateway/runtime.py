@@ -140,6 +140,7 @@ class SessionRuntime:
         session: Session,
         *,
         token_hash: str,
+        principal: str | None = None,
         provider: LLMProvider,
         store: SessionStore,
         tasks: asyncio.TaskGroup,
@@ -152,6 +153,7 @@ class SessionRuntime:
     ) -> None:
         self.session = session
         self.token_hash = token_hash
+        self.principal = principal
         self.replay = replay
         self._provider = provider
         self._store = store
@@ -214,6 +216,11 @@ class SessionRuntime:
         """Answer a frame that could not be decoded."""
         self.session.reject(code, message, now=self._clock())
         self._apply()
+
+    def close_client(self, code: int, reason: str) -> None:
+        """Close the attached client once everything before this is delivered."""
+        self._pending.append(Close(code, reason))
+        self._wake.set()
 
     def kick(self) -> None:
         """Carry out effects the core produced outside an input (e.g. on restore)."""

@@ -50,6 +50,10 @@ def token_matches(token: str, token_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token).encode(), token_hash.encode())
 
 
+class TooManySessions(Exception):
+    """The principal already owns the maximum number of sessions."""
+
+
 class ResumeRefused(Exception):
     """A resume attempt failed; ``code`` is the WebSocket close code to use."""
 
@@ -64,6 +68,7 @@ class ManagerConfig:
     """How sessions are run and kept."""
 
     session: SessionConfig
+    max_sessions_per_principal: int = 100
     replay_capacity: int = 1024
     grace_s: float = 30.0
     provider: ProviderPolicy = ProviderPolicy()
@@ -98,7 +103,15 @@ class SessionManager:
         return None if runtime is None or runtime.stopping else runtime
 
     async def create(self, *, principal: str | None = None) -> tuple[str, str, float]:
-        """Store a new, empty session; returns its id, resume token and creation time."""
+        """Store a new, empty session; returns its id, resume token and creation time.
+
+        Raises :class:`TooManySessions` when ``principal`` owns the maximum already.
+        """
+        if principal is not None:
+            limit = self._config.max_sessions_per_principal
+            owned = await self._store.list_sessions(limit=limit, principal=principal)
+            if len(owned) >= limit:
+                raise TooManySessions(f"at most {limit} sessions per caller; delete some")
         session_id, token = new_session_id(), new_resume_token()
         now = self._clock()
         state = Session(session_id, self._config.session).state()
@@ -110,7 +123,8 @@ class SessionManager:
         """A new live session for a connecting client, and its resume token."""
         session_id, token, _ = await self.create(principal=principal)
         session = Session(session_id, self._config.session)
-        return self._run(session, hash_token(token), ReplayLog(self._config.replay_capacity)), token
+        replay = ReplayLog(self._config.replay_capacity)
+        return self._run(session, hash_token(token), replay, principal), token
 
     async def open_keyed(self, kind: str, key: str) -> SessionRuntime:
         """The session a platform names by its own id (a call SID, a conversation id).
@@ -135,7 +149,8 @@ class SessionManager:
             session = Session(session_id, self._config.session)
             meta = SessionMeta(session_id, hash_token(new_resume_token()), kind, now, now)
             await self._store.create(meta, encode_state(session.state()))
-            return self._run(session, meta.token_hash, ReplayLog(self._config.replay_capacity))
+            replay = ReplayLog(self._config.replay_capacity)
+            return self._run(session, meta.token_hash, replay, kind)
 
     def ephemeral(self, store: SessionStore) -> SessionRuntime:
         """A session that lives for one request only (stateless platforms), kept in
@@ -155,10 +170,13 @@ class SessionManager:
         )
         return runtime
 
-    async def resume(self, session_id: str, token: str) -> SessionRuntime:
+    async def resume(
+        self, session_id: str, token: str, *, principal: str | None = None
+    ) -> SessionRuntime:
         """The session's runtime, live or brought back from the store.
 
-        Raises :class:`ResumeRefused` for an unknown session or a wrong token.
+        Raises :class:`ResumeRefused` for an unknown session, a wrong token, or a
+        session of another principal (reported as unknown, so ids do not leak).
         """
         async with self._locks.hold(session_id):
             runtime = self._live.get(session_id)
@@ -166,14 +184,16 @@ class SessionManager:
                 await runtime.stopped()
                 runtime = None
             if runtime is not None:
+                if principal is not None and runtime.principal != principal:
+                    raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
                 if not token_matches(token, runtime.token_hash):
                     raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
                 return runtime
-            return await self._restore(session_id, token)
+            return await self._restore(session_id, token, principal)
 
-    async def _restore(self, session_id: str, token: str) -> SessionRuntime:
+    async def _restore(self, session_id: str, token: str, principal: str | None) -> SessionRuntime:
         stored = await self._store.get(session_id)
-        if stored is None:
+        if stored is None or (principal is not None and stored.meta.principal != principal):
             raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         if not token_matches(token, stored.meta.token_hash):
             raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
@@ -205,16 +225,19 @@ class SessionManager:
             open_turn_chunks=chunks,
             now=self._clock(),
         )
-        runtime = self._run(session, stored.meta.token_hash, replay)
+        runtime = self._run(session, stored.meta.token_hash, replay, stored.meta.principal)
         runtime.kick()
         if open_turn is not None:
             log.warning("session=%s turn=%s was cut by a restart", session_id, open_turn.turn_id)
         return runtime
 
-    def _run(self, session: Session, token_hash: str, replay: ReplayLog) -> SessionRuntime:
+    def _run(
+        self, session: Session, token_hash: str, replay: ReplayLog, principal: str | None
+    ) -> SessionRuntime:
         runtime = SessionRuntime(
             session,
             token_hash=token_hash,
+            principal=principal,
             provider=self._provider,
             store=self._store,
             tasks=self._tasks,
@@ -231,8 +254,13 @@ class SessionManager:
         if self._live.get(runtime.session.id) is runtime:
             del self._live[runtime.session.id]
 
-    async def delete(self, session_id: str) -> bool:
-        """End a session (its client gets ``session.ended``) and remove it from the store."""
+    async def delete(self, session_id: str, *, principal: str | None = None) -> bool:
+        """End a session (its client gets ``session.ended``) and remove it from the
+        store; ``False`` if unknown (or another principal's)."""
+        if principal is not None:
+            stored = await self._store.get(session_id)
+            if stored is None or stored.meta.principal != principal:
+                return False
         runtime = self._live.get(session_id)
         if runtime is not None and not runtime.stopping:
             runtime.terminate("the session was deleted")

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.auth import parse_api_keys, parse_origins
 from gateway.stores.factory import store_from_url
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
@@ -106,6 +107,23 @@ class Settings(BaseSettings):
         int, Field(ge=0, validation_alias="GATEWAY_RECONNECT_DELAY_MS")
     ] = 1000
 
+    api_keys: Annotated[SecretStr | None, Field(validation_alias="GATEWAY_API_KEYS")] = None
+    jwt_secret: Annotated[SecretStr | None, Field(validation_alias="GATEWAY_JWT_SECRET")] = None
+    jwt_public_key: Annotated[str | None, Field(validation_alias="GATEWAY_JWT_PUBLIC_KEY")] = None
+    jwt_audience: Annotated[str | None, Field(validation_alias="GATEWAY_JWT_AUDIENCE")] = None
+    jwt_issuer: Annotated[str | None, Field(validation_alias="GATEWAY_JWT_ISSUER")] = None
+    allowed_origins: Annotated[str | None, Field(validation_alias="GATEWAY_ALLOWED_ORIGINS")] = None
+    rate_per_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_RATE_PER_S")] = 10.0
+    rate_burst: Annotated[int, Field(ge=1, validation_alias="GATEWAY_RATE_BURST")] = 30
+    max_connections: Annotated[int, Field(ge=1, validation_alias="GATEWAY_MAX_CONNECTIONS")] = 1000
+    max_connections_per_principal: Annotated[
+        int, Field(ge=1, validation_alias="GATEWAY_MAX_CONNECTIONS_PER_PRINCIPAL")
+    ] = 20
+    max_sessions_per_principal: Annotated[
+        int, Field(ge=1, validation_alias="GATEWAY_MAX_SESSIONS_PER_PRINCIPAL")
+    ] = 100
+    idle_timeout_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_IDLE_TIMEOUT_S")] = 900.0
+
     public_url: Annotated[
         str | None, Field(pattern=r"^https?://[^/\s]+$", validation_alias="GATEWAY_PUBLIC_URL")
     ] = None
@@ -124,6 +142,39 @@ class Settings(BaseSettings):
     )
     openai_api_keys: Annotated[str | None, Field(validation_alias="OPENAI_COMPAT_API_KEYS")] = None
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())  # raises ValueError naming the variable
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_parse(cls, value: str | None) -> str | None:
+        parse_origins(value)
+        return value
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _jwt_public_key_file(cls, value: str | None) -> str | None:
+        if value is None or value.lstrip().startswith("-----BEGIN"):
+            return value
+        path = Path(value)
+        if not path.is_file():
+            raise ValueError(
+                "GATEWAY_JWT_PUBLIC_KEY: give a PEM public key or the path of a file holding one"
+            )
+        return path.read_text(encoding="utf-8")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return (
+            self.api_keys is not None
+            or self.jwt_secret is not None
+            or self.jwt_public_key is not None
+        )
+
     @field_validator("store_url")
     @classmethod
     def _known_store(cls, url: str) -> str:
@@ -132,6 +183,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _instructions_source(self) -> Settings:
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ValueError(
+                "set GATEWAY_JWT_SECRET (HS256) or GATEWAY_JWT_PUBLIC_KEY (RS256), not both"
+            )
         if self.instructions and self.instructions_file:
             raise ValueError("set GATEWAY_INSTRUCTIONS or GATEWAY_INSTRUCTIONS_FILE, not both")
         if self.instructions_file is not None and not self.instructions_file.is_file():

@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     INVALID_FIELD = "invalid_field"
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"
+    RATE_LIMITED = "rate_limited"
     PROVIDER_ERROR = "provider_error"
     INTERNAL_ERROR = "internal_error"
 
@@ -29,11 +30,15 @@ class CloseCode(IntEnum):
     """WebSocket close codes the gateway uses."""
 
     NORMAL = 1000
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    IDLE_TIMEOUT = 4000
     SLOW_CONSUMER = 4008
     BAD_RESUME = 4400
     BAD_RESUME_TOKEN = 4401
     UNKNOWN_SESSION = 4404
     TAKEN_OVER = 4409
+    TOO_MANY_SESSIONS = 4429

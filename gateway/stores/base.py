@@ -100,10 +100,15 @@ class SessionStore(Protocol):
         ...
 
     async def list_sessions(
-        self, *, limit: int, before: tuple[float, str] | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        principal: str | None = None,
     ) -> list[SessionMeta]:
         """Sessions newest first (by ``created_at``, then id), strictly older than
-        the ``(created_at, session_id)`` cursor ``before`` when given."""
+        the ``(created_at, session_id)`` cursor ``before`` when given, and only
+        those of ``principal`` when given."""
         ...
 
     async def delete(self, session_id: str) -> bool:

@@ -129,12 +129,18 @@ class MemoryStore:
         return sorted(entry.turns.values(), key=lambda turn: turn.started_at)
 
     async def list_sessions(
-        self, *, limit: int, before: tuple[float, str] | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        principal: str | None = None,
     ) -> list[SessionMeta]:
         self._check_open()
         if limit <= 0:
             return []
         metas = (entry.meta for entry in self._sessions.values())
+        if principal is not None:
+            metas = (m for m in metas if m.principal == principal)
         if before is not None:
             metas = (m for m in metas if (m.created_at, m.session_id) < before)
         ordered = sorted(metas, key=lambda m: (m.created_at, m.session_id), reverse=True)

@@ -327,11 +327,17 @@ class SqliteStore:
         return await self._run(partial(_list_turns, session_id=session_id))
 
     async def list_sessions(
-        self, *, limit: int, before: tuple[float, str] | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        principal: str | None = None,
     ) -> list[SessionMeta]:
         if limit <= 0:
             return []
-        return await self._run(partial(_list_sessions, limit=limit, before=before))
+        return await self._run(
+            partial(_list_sessions, limit=limit, before=before, principal=principal)
+        )
 
     async def delete(self, session_id: str) -> bool:
         return await self._run(partial(_delete, session_id=session_id))
@@ -448,17 +454,26 @@ def _list_turns(conn: sqlite3.Connection, *, session_id: str) -> list[TurnRecord
 
 
 def _list_sessions(
-    conn: sqlite3.Connection, *, limit: int, before: tuple[float, str] | None
+    conn: sqlite3.Connection,
+    *,
+    limit: int,
+    before: tuple[float, str] | None,
+    principal: str | None,
 ) -> list[SessionMeta]:
-    order = "ORDER BY created_at DESC, session_id DESC LIMIT ?"
-    if before is None:
-        rows = conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions {order}", (limit,))
-    else:
-        rows = conn.execute(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions "
-            f"WHERE (created_at, session_id) < (?, ?) {order}",
-            (before[0], before[1], limit),
-        )
+    where: list[str] = []
+    params: list[object] = []
+    if before is not None:
+        where.append("(created_at, session_id) < (?, ?)")
+        params += [before[0], before[1]]
+    if principal is not None:
+        where.append("principal = ?")
+        params.append(principal)
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    rows = conn.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM sessions {clause}"
+        "ORDER BY created_at DESC, session_id DESC LIMIT ?",
+        (*params, limit),
+    )
     return [_meta(row) for row in rows.fetchall()]
 
 

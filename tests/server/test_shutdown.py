@@ -33,7 +33,7 @@ async def test_sigterm_lets_the_turn_finish_tells_clients_and_exits_0(tmp_path: 
         talking_code = await talking.close_code()
         idle_events = await idle.recv_type("session.reconnect")
         idle_code = await idle.close_code()
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await Client.connect(url)
         assert proc.wait(timeout=30) == 0
     assert (notice[-1]["delay_ms"], notice[-1]["reason"]) == (1500, "the gateway is shutting down")

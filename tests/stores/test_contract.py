@@ -409,3 +409,14 @@ async def test_sessions_are_isolated(store: SessionStore) -> None:
     got_b = await store.get("b")
     assert got_b is not None
     assert got_b.state == b"state-b"
+
+
+async def test_list_sessions_of_one_principal(store: SessionStore) -> None:
+    for i, owner in enumerate(["alice", "bob", "alice", "alice", None]):
+        await store.create(replace(meta(f"s{i}", created_at=1000.0 + i), principal=owner), b"")
+    alice = await store.list_sessions(limit=10, principal="alice")
+    assert [m.session_id for m in alice] == ["s3", "s2", "s0"]
+    page = await store.list_sessions(limit=1, principal="alice", before=(1003.0, "s3"))
+    assert [m.session_id for m in page] == ["s2"]
+    assert [m.session_id for m in await store.list_sessions(limit=10, principal="bob")] == ["s1"]
+    assert len(await store.list_sessions(limit=10)) == 5

@@ -1,0 +1,27 @@
+"""Rate limiting as pure arithmetic: a token bucket fed with the current time."""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    """Allows ``rate`` events per second on average and bursts of ``burst``."""
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; ``False`` means over the limit."""
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
