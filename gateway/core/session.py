@@ -57,6 +57,8 @@ from gateway.core.records import TurnRecord
 from gateway.core.state import STATE_VERSION, LastReply, OpenTurn, SessionState
 
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+#: Control characters (but tab and newline) never reach the model.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: How many client message ids are remembered to recognise a resent message.
 SEEN_IDS = 256
 
@@ -387,7 +389,7 @@ class Session:
     # --- handlers ----------------------------------------------------------------
 
     def _on_user_message(self, event: UserMessage, now: float) -> None:
-        text = event.text.strip()
+        text = _CONTROL.sub("", event.text).strip()
         if not text:
             self.reject(ErrorCode.EMPTY_TEXT, "user.message text is empty")
             return

@@ -404,3 +404,14 @@ def test_a_turn_restarts_only_while_no_chunk_was_sent() -> None:
     assert [e.text for e in sent(session.effects()) if isinstance(e, ResponseTts)] == ["Whole."]
     assert session.restart_turn(turn) is False
     assert session.restart_turn("t99") is False
+
+
+def test_control_characters_never_reach_the_model() -> None:
+    session = make()
+    session.receive(UserMessage("\x00\x01\x02 \x7f"), 0)
+    (error,) = sent(session.effects())
+    assert isinstance(error, Error)
+    assert error.code == ErrorCode.EMPTY_TEXT
+    turn = start(session, "Hi\x00 there\x1b[31m")
+    assert turn == "t1"
+    assert session.history[-1] == Message("user", "Hi there[31m")
