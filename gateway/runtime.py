@@ -389,6 +389,10 @@ class SessionRuntime:
             if not self.attached:
                 self._start_grace()
             return
+        previous = self._client
+        if previous is not None and previous is not client:
+            # Two attaches landed in one batch: the earlier one loses, as in attach().
+            previous.abort(CloseCode.TAKEN_OVER, "another connection resumed this session")
         session = self.session
         delivered = self._delivered_seq
         last_seq = attach.last_seq

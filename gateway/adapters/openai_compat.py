@@ -1,12 +1,246 @@
-"""Adapter stub: replaced by the real openai_compat adapter."""
+"""OpenAI-compatible ``POST /v1/chat/completions``: the custom-LLM hook of Vapi,
+ElevenLabs Agents and Deepgram's Voice Agent.
+
+Stateless: the platform sends the whole conversation every time, so each request
+runs in an ephemeral session (a fresh in-memory store) that answers the
+transcript in one turn and is stopped when the response is done or the client
+leaves. Streamed deltas are the chunker's whole sentences, so the platform's TTS
+gets speakable text. See docs/adapters/openai-compatible.md.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import hmac
+import logging
+import time
+from typing import Final
 
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.adapters import openai_wire as wire
+from gateway.adapters.openai_wire import BadRequest
+from gateway.adapters.sse import (
+    SSE_DONE,
+    BodyTooLarge,
+    Chunk,
+    Cut,
+    Ended,
+    Failure,
+    Frames,
+    SseResponse,
+    TurnFollower,
+    read_body,
+    sse_data,
+)
+from gateway.core.events import Error, TranscriptTurn
+from gateway.core.history import Message
+from gateway.deps import manager_of
+from gateway.runtime import SessionRuntime
+from gateway.sessions import SessionManager
 from gateway.settings import Settings
+from gateway.stores.memory import MemoryStore
+
+log = logging.getLogger("gateway.adapters.openai")
+
+PATH: Final = "/v1/chat/completions"
+#: Request bodies larger than this are refused (the platform sends the whole transcript).
+MAX_BODY_BYTES: Final = 1 << 20
+#: ``model`` in responses when the session never said which model it runs.
+FALLBACK_MODEL: Final = "voice-gateway"
+
+
+def api_keys(settings: Settings) -> tuple[bytes, ...]:
+    """The accepted bearer keys (empty: the endpoint is open)."""
+    raw = settings.openai_api_keys or ""
+    return tuple(key.strip().encode() for key in raw.split(",") if key.strip())
+
+
+def authorized(header: str | None, keys: tuple[bytes, ...]) -> bool:
+    """Whether ``Authorization`` holds one of ``keys``, compared in constant time."""
+    scheme, _, given = (header or "").strip().partition(" ")
+    token = given.strip().encode() if scheme.lower() == "bearer" else b""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token, key)
+    return matched and bool(token)
+
+
+def _provider_error(error: Error) -> Response:
+    retry = "retrying may succeed" if error.retryable else "retrying will not help"
+    return wire.error_response(
+        502,
+        f"{error.message} ({retry})",
+        type_="server_error",
+        code=error.detail or str(error.code),
+        retryable=bool(error.retryable),
+    )
+
+
+def _cut(reason: str) -> Response:
+    return wire.error_response(
+        503, f"the response was cut: {reason}", type_="server_error", retryable=True
+    )
+
+
+class _Completion:
+    """One request's ephemeral session and the turn answering its transcript.
+
+    The session is made in :meth:`start`, inside the response's generator, so a
+    response that never runs leaves nothing behind.
+    """
+
+    def __init__(
+        self, manager: SessionManager, system: str | None, transcript: tuple[Message, ...]
+    ) -> None:
+        self.id = wire.completion_id()
+        self.created = int(time.time())
+        self._manager = manager
+        self._turn = TranscriptTurn(transcript, reply_to=self.id, instructions=system)
+        self._runtime: SessionRuntime | None = None
+        self._follower: TurnFollower | None = None
+
+    def start(self) -> TurnFollower:
+        """Make the session and start the turn; the follower reports on it."""
+        runtime = self._runtime = self._manager.ephemeral(MemoryStore())
+        follower = self._follower = TurnFollower(runtime)
+        follower.start(self._turn)
+        return follower
+
+    @property
+    def model(self) -> str:
+        ready = self._follower.ready if self._follower is not None else None
+        return ready.model if ready is not None and ready.model else FALLBACK_MODEL
+
+    async def aclose(self) -> None:
+        """Detach, stop the session (cancelling a streaming turn), and wait for it."""
+        runtime, follower = self._runtime, self._follower
+        self._runtime = self._follower = None
+        if runtime is None:
+            return
+        try:
+            if follower is not None:
+                await follower.aclose(interrupt=False)
+        finally:
+            runtime.stop()
+            await runtime.stopped()
+
+
+async def _streamed(completion: _Completion) -> Frames:
+    """SSE ``chat.completion.chunk`` frames, one per sentence, then ``[DONE]``.
+
+    The 200 stream starts with the first sentence: a turn that fails before it is
+    answered with a 502 error instead, so the platform can retry or fall back.
+    """
+    started = False
+    try:
+        follower = completion.start()
+        async for update in follower:
+            match update:
+                case Chunk(text=text):
+                    if not started:
+                        started = True
+                        yield _delta(completion, {"role": "assistant", "content": ""})
+                    yield _delta(completion, {"content": text + " "})
+                case Failure(error=error):
+                    if not started:
+                        yield _provider_error(error)
+                        return
+                    log.info(
+                        "openai: stream %s failed after %d chunk(s): %s",
+                        completion.id,
+                        len(follower.chunks),
+                        error.detail or error.code,
+                    )
+                case Cut(reason=reason) if not started:
+                    yield _cut(reason)
+                    return
+                case Ended() | Cut():
+                    pass
+        if not started:
+            yield _delta(completion, {"role": "assistant", "content": ""})
+        yield _delta(completion, {}, finish_reason="stop")
+        yield SSE_DONE
+    finally:
+        await completion.aclose()
+
+
+def _delta(
+    completion: _Completion, delta: dict[str, str], finish_reason: str | None = None
+) -> bytes:
+    return sse_data(
+        wire.chunk(completion.id, completion.created, completion.model, delta, finish_reason)
+    )
+
+
+async def _whole(completion: _Completion) -> Frames:
+    """One ``chat.completion`` JSON response (computed while watching the client)."""
+    try:
+        follower = completion.start()
+        async for update in follower:
+            match update:
+                case Failure(error=error):
+                    yield _provider_error(error)
+                    return
+                case Cut(reason=reason):
+                    yield _cut(reason)
+                    return
+                case Ended(end=end):
+                    yield JSONResponse(
+                        wire.completion(
+                            completion.id, completion.created, completion.model, end.text
+                        )
+                    )
+                    return
+    finally:
+        await completion.aclose()
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
-    """No routes yet."""
-    return []
+    """The chat completions route."""
+    keys = api_keys(settings)
+    if not keys:
+        log.info("openai: OPENAI_COMPAT_API_KEYS is not set; %s needs no key", PATH)
+    max_text_chars = settings.max_text_chars
+
+    async def chat_completions(request: Request) -> Response:
+        if keys and not authorized(request.headers.get("authorization"), keys):
+            return wire.error_response(
+                401,
+                "a valid API key is required: send 'Authorization: Bearer <key>'",
+                type_="invalid_request_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES)
+            chat = wire.parse_request(raw)
+            system, transcript, ignored = wire.split_messages(chat)
+        except BodyTooLarge:
+            return wire.error_response(
+                413,
+                f"the request body exceeds {MAX_BODY_BYTES} bytes",
+                type_="invalid_request_error",
+                code="request_too_large",
+            )
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except BadRequest as bad:
+            return wire.error_response(
+                400, bad.message, type_="invalid_request_error", param=bad.param, code=bad.code
+            )
+        if len(transcript[-1].text.strip()) > max_text_chars:
+            return wire.error_response(
+                400,
+                f"the last user message is longer than {max_text_chars} characters",
+                type_="invalid_request_error",
+                param="messages",
+                code="text_too_long",
+            )
+        if ignored:
+            log.debug("openai: ignored %d tool/function message(s)", ignored)
+        completion = _Completion(manager_of(request), system, transcript)
+        return SseResponse(_streamed(completion) if chat.stream else _whole(completion))
+
+    return [Route(PATH, chat_completions, methods=["POST"])]

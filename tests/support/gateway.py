@@ -16,6 +16,16 @@ from tests.support.fake_gemini import FakeGemini
 from tests.support.servers import RunningServer, running
 
 GatewayFactory = Callable[..., RunningServer]
+#: Settings the tests must never inherit from the developer's environment.
+ENV_PREFIXES = (
+    "GEMINI_",
+    "GATEWAY_",
+    "GOOGLE_GENAI_",
+    "TWILIO_",
+    "RETELL_",
+    "LAYERCODE_",
+    "OPENAI_COMPAT_",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +50,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
 
         def start(**env: Any) -> RunningServer:
             env.setdefault("GATEWAY_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
-            settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
+            settings = Settings(_env_file=None, **env)
             app = create_app(settings)
             return stack.enter_context(running(app, **uvicorn_options(settings)))
 

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tests.support.gateway import ENV_PREFIXES
+
 STARTUP_TIMEOUT_S = 30
 
 
@@ -24,8 +26,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_"))
-        and k not in ("GOOGLE_API_KEY", "PORT")
+        if not k.startswith(ENV_PREFIXES) and k not in ("GOOGLE_API_KEY", "PORT")
     }
     env.update(extra)
     return env

@@ -1,0 +1,184 @@
+"""The OpenAI Chat Completions wire format, as far as the gateway serves it.
+
+Requests are read leniently (unknown fields such as Vapi's call metadata are
+ignored); responses follow OpenAI's shapes: ``chat.completion``,
+``chat.completion.chunk`` and the error object
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Final, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import JSONResponse
+
+from gateway.core.history import Message
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+#: Roles whose text becomes the system instructions of the request.
+SYSTEM_ROLES: Final = frozenset({"system", "developer"})
+#: Roles the gateway does not use (tool calls are not supported).
+IGNORED_ROLES: Final = frozenset({"tool", "function"})
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only ``text`` parts are read."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text: a string, or its text parts joined."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+
+
+class BadRequest(Exception):
+    """The request cannot be served; ``param`` names the field at fault."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def parse_request(raw: bytes) -> ChatRequest:
+    """The request in ``raw``; raises :class:`BadRequest` naming the problem."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        param = _param(first["loc"])
+        message = "; ".join(f"{_param(e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
+        raise BadRequest(message, param=param or None) from exc
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def split_messages(request: ChatRequest) -> tuple[str | None, tuple[Message, ...], int]:
+    """``(system instructions, transcript, ignored message count)``.
+
+    System and developer messages are joined into the instructions; user and
+    assistant messages form the transcript in order; tool and function messages
+    are dropped. The last non-system message must be the user's.
+    """
+    system: list[str] = []
+    transcript: list[Message] = []
+    last_role: Role | None = None
+    ignored = 0
+    for message in request.messages:
+        if message.role in SYSTEM_ROLES:
+            if message.text.strip():
+                system.append(message.text.strip())
+            continue
+        last_role = message.role
+        if message.role in IGNORED_ROLES:
+            ignored += 1
+        elif message.role == "user":
+            transcript.append(Message("user", message.text))
+        elif message.text.strip():
+            transcript.append(Message("assistant", message.text))
+    if last_role != "user":
+        raise BadRequest(
+            "the last message (besides system messages) must have role 'user'",
+            param="messages",
+        )
+    if not transcript[-1].text.strip():
+        raise BadRequest("the last user message has no text", param="messages")
+    return ("\n\n".join(system) or None), tuple(transcript), ignored
+
+
+def completion_id() -> str:
+    """A fresh ``chatcmpl-…`` id."""
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+def chunk(
+    id_: str, created: int, model: str, delta: dict[str, str], finish_reason: str | None = None
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``."""
+    return {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def completion(id_: str, created: int, model: str, text: str) -> dict[str, Any]:
+    """A whole ``chat.completion``; the gateway does not count tokens (usage is zeros)."""
+    return {
+        "id": id_,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+ErrorType = Literal["invalid_request_error", "server_error"]
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: ErrorType,
+    param: str | None = None,
+    code: str | None = None,
+    retryable: bool | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An OpenAI-style error; ``retryable`` is an extra field (absent when ``None``)."""
+    error: dict[str, Any] = {"message": message, "type": type_, "param": param, "code": code}
+    if retryable is not None:
+        error["retryable"] = retryable
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
