@@ -134,6 +134,9 @@ class Settings(BaseSettings):
         "(The caller pressed the key {digit} on the phone keypad.)"
     )
     retell_welcome: Annotated[str, Field(validation_alias="RETELL_WELCOME")] = ""
+    retell_secret: Annotated[
+        SecretStr | None, Field(min_length=16, validation_alias="RETELL_SECRET")
+    ] = None
     layercode_secret: Annotated[
         SecretStr | None, Field(validation_alias="LAYERCODE_WEBHOOK_SECRET")
     ] = None

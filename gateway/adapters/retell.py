@@ -20,6 +20,7 @@ truth for history. The mapping (see docs/adapters/retell.md):
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -148,10 +149,20 @@ def _first_connection(runtime: SessionRuntime) -> bool:
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
-    """``WS /retell/{call_id}``."""
+    """``WS /retell/{call_id}``, or ``WS /retell/{secret}/{call_id}`` when
+    ``RETELL_SECRET`` is set (Retell signs nothing on this socket and appends the
+    call id to the URL you give it, so a secret path segment is the credential)."""
+    secret = settings.retell_secret.get_secret_value() if settings.retell_secret else None
 
     async def endpoint(websocket: WebSocket) -> None:
         call_id: str = websocket.path_params["call_id"]
+        given: str | None = websocket.path_params.get("secret")
+        if secret is not None and (
+            given is None or not hmac.compare_digest(given.encode(), secret.encode())
+        ):
+            log.warning("%s: connection without the right path secret refused", PLATFORM)
+            await websocket.close(POLICY_VIOLATION)  # before accept: HTTP 403
+            return
         if len(call_id) > _CALL_ID_MAX:
             await websocket.close(POLICY_VIOLATION)
             return
@@ -167,4 +178,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
             websocket, codec, kind=PLATFORM, key=call_id, settings=settings, opening=opening
         )
 
-    return [WebSocketRoute("/retell/{call_id}", endpoint)]
+    return [
+        WebSocketRoute("/retell/{call_id}", endpoint),
+        WebSocketRoute("/retell/{secret}/{call_id}", endpoint),
+    ]

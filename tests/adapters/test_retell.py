@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from gateway.adapters.retell import REMINDER_INSTRUCTIONS
 from tests.adapters.ws_helpers import (
@@ -256,3 +257,20 @@ async def test_reconnect_keeps_the_session_and_deletion_ends_the_call(
     assert end[-1]["end_call"] is True
     assert end[-1]["content_complete"] is True
     assert code == 1000
+
+
+async def test_a_path_secret_guards_the_route(
+    start_gateway: GatewayFactory, fake_gemini: FakeGemini
+) -> None:
+    secret = "retell-path-secret-0123"
+    gateway = start_gateway(
+        GEMINI_API_KEY="k", GEMINI_BASE_URL=fake_gemini.url, RETELL_SECRET=secret
+    )
+    for path in ("/retell/call-1", "/retell/wrong-secret-000000/call-1"):
+        with pytest.raises(InvalidStatus) as refused:
+            await Client.connect(f"{gateway.ws_url}{path}")
+        assert refused.value.response.status_code == 403
+    async with await Client.connect(f"{gateway.ws_url}/retell/{secret}/call-1") as call:
+        config = await call.recv()
+    assert config["response_type"] == "config"
+    assert fake_gemini.requests == []
