@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.core import wire
@@ -114,12 +114,20 @@ class _Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class _Direct:
+    """A connection event from the core (``pong``): not logged, and stamped on
+    delivery with the newest seq the client has."""
+
+    event: ServerEvent
+
+
+@dataclass(frozen=True, slots=True)
 class _Out:
     logged: LoggedEvent
     event: ServerEvent
 
 
-_Item = _Out | _Attach | _Notice | Close
+_Item = _Out | _Direct | _Attach | _Notice | Close
 
 
 def _frame(event: ServerEvent) -> LoggedEvent:
@@ -271,7 +279,8 @@ class SessionRuntime:
             match effect:
                 case Send(event=event):
                     if event.type in CONNECTION_EVENTS:
-                        raise RuntimeError(f"{event.type} must be sent by the pipeline")
+                        self._pending.append(_Direct(event))
+                        continue
                     logged = LoggedEvent(
                         event.seq, event.type, getattr(event, "turn_id", None), wire.encode(event)
                     )
@@ -362,6 +371,10 @@ class SessionRuntime:
                         self._client.deliver(logged, event)
                 case _Attach():
                     self._attach_now(item)
+                case _Direct(event=event):
+                    if self._client is not None:
+                        stamped = replace(event, seq=self._delivered_seq)
+                        self._client.deliver(_frame(stamped), stamped)
                 case _Notice(delay_ms=delay_ms, reason=reason):
                     if self._client is not None:
                         notice = SessionReconnect(

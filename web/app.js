@@ -53,7 +53,9 @@ const notices = new Notices(ui.notices);
 const transcript = new Transcript(ui.transcript, ui.scroller, () => {
   ui.empty.hidden = !transcript.isEmpty;
 });
-const conn = new Connection({ url: gatewayUrl() });
+// Pings keep the socket from counting as idle (GATEWAY_IDLE_TIMEOUT_S) while the
+// user is silent; pongs are connection events and cost the session nothing.
+const conn = new Connection({ url: gatewayUrl(), pingIntervalMs: 25_000 });
 const speaker = new Speaker({
   voiceOptions: () => ({
     lang: settings.language,

@@ -15,7 +15,13 @@
 //   "closed"  {code, reason}                       a socket closed (for diagnostics)
 
 const STORAGE_KEY = "voice-gateway.session";
-const CONNECTION_EVENTS = new Set(["session.ready", "session.resync", "heartbeat"]);
+const CONNECTION_EVENTS = new Set([
+  "session.ready",
+  "session.resync",
+  "session.reconnect",
+  "heartbeat",
+  "pong",
+]);
 // Close codes after which reconnecting is pointless (docs/protocol.md, client recipe).
 const CODE_NORMAL = 1000;
 const CODE_BAD_RESUME = 4400;
@@ -44,7 +50,7 @@ export class Connection extends EventTarget {
    * @param {Storage} [options.storage]     where the session survives reloads (sessionStorage)
    * @param {typeof WebSocket} [options.WebSocketImpl]
    * @param {number} [options.pingIntervalMs]  application ping while open (0: none; the
-   *   gateway's heartbeats already keep proxies busy, and every pong takes a seq)
+   *   app uses 25 s so a silent user does not hit the gateway's idle timeout)
    * @param {number} [options.idleTimeoutMs]   reconnect when nothing arrived for this long
    *   (the gateway sends a heartbeat after GATEWAY_HEARTBEAT_S, 20 s by default, of quiet)
    * @param {number} [options.readyTimeoutMs]  reconnect when no session.ready came this soon
@@ -280,7 +286,8 @@ export class Connection extends EventTarget {
   }
 
   _onConnectionEvent(event) {
-    if (event.type === "heartbeat") return;
+    if (event.type === "heartbeat" || event.type === "pong") return;
+    if (event.type === "session.reconnect") return; // the close (1012) that follows reconnects
     if (event.type === "session.ready") {
       const restoring = this.historySeq > 0 && event.resumed;
       this.sessionId = event.session_id;

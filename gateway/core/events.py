@@ -129,7 +129,9 @@ class SessionReady:
 
 #: Server events that describe the connection, not the conversation: they do not
 #: advance ``seq`` and are never logged or replayed.
-CONNECTION_EVENTS = frozenset({"session.ready", "session.resync", "session.reconnect", "heartbeat"})
+CONNECTION_EVENTS = frozenset(
+    {"session.ready", "session.resync", "session.reconnect", "heartbeat", "pong"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -276,7 +276,9 @@ class Session:
             case SessionUpdate():
                 self._on_session_update(event)
             case Ping():
-                self._send(Pong(session_id=self.id, seq=self._next_seq(), id=event.id))
+                # A connection event: it does not take a seq or a place in the replay log,
+                # so keep-alive pings cannot wear out a session's history.
+                self._send(Pong(session_id=self.id, seq=self._seq, id=event.id))
             case SessionEnd():
                 self.end("ended by the client", now)
             case SetHistory():

@@ -97,10 +97,13 @@ def test_seq_grows_by_one_for_every_event() -> None:
     turn = start(session, "One")
     session.provider_delta(turn, "A. B. C.", 1)
     session.provider_done(turn, 2)
-    session.receive(Ping(id=7), 3)
     events = sent(session.effects())
     assert [e.seq for e in events] == list(range(2, len(events) + 2))
     assert session.seq == events[-1].seq
+    session.receive(Ping(id=7), 3)
+    (pong,) = sent(session.effects())
+    assert isinstance(pong, Pong)
+    assert pong.seq == session.seq == events[-1].seq  # a connection event takes no seq
 
 
 def test_new_message_supersedes_streaming_turn_before_new_start() -> None:
