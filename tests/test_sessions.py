@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -11,6 +13,18 @@ from gateway.core.session import SessionConfig
 from gateway.providers.offline import OfflineProvider
 from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, hash_token
 from gateway.stores.memory import MemoryStore
+
+
+def make_manager(
+    store: MemoryStore, tasks: asyncio.TaskGroup, clock: Callable[[], float] = time.time
+) -> SessionManager:
+    return SessionManager(
+        provider=OfflineProvider(token_delay_s=0),
+        store=store,
+        config=ManagerConfig(SessionConfig(provider="offline", model="m")),
+        tasks=tasks,
+        clock=clock,
+    )
 
 
 class Clock:
@@ -24,13 +38,7 @@ class Clock:
 async def test_sweep_expires_idle_sessions_but_keeps_live_ones() -> None:
     store, clock = MemoryStore(), Clock()
     async with asyncio.TaskGroup() as tasks:
-        manager = SessionManager(
-            provider=OfflineProvider(token_delay_s=0),
-            store=store,
-            config=ManagerConfig(SessionConfig(provider="offline", model="m")),
-            tasks=tasks,
-            clock=clock,
-        )
+        manager = make_manager(store, tasks, clock)
         idle_id, _, _ = await manager.create()
         live, _ = await manager.start()
         clock.now += 3600
@@ -45,12 +53,7 @@ async def test_sweep_expires_idle_sessions_but_keeps_live_ones() -> None:
 async def test_resume_checks_the_token_against_its_hash() -> None:
     store = MemoryStore()
     async with asyncio.TaskGroup() as tasks:
-        manager = SessionManager(
-            provider=OfflineProvider(token_delay_s=0),
-            store=store,
-            config=ManagerConfig(SessionConfig(provider="offline", model="m")),
-            tasks=tasks,
-        )
+        manager = make_manager(store, tasks)
         session_id, token, _ = await manager.create()
         stored = await store.get(session_id)
         assert stored is not None
@@ -68,12 +71,7 @@ async def test_resume_checks_the_token_against_its_hash() -> None:
 async def test_keyed_sessions_are_stable_per_platform_key() -> None:
     store = MemoryStore()
     async with asyncio.TaskGroup() as tasks:
-        manager = SessionManager(
-            provider=OfflineProvider(token_delay_s=0),
-            store=store,
-            config=ManagerConfig(SessionConfig(provider="offline", model="m")),
-            tasks=tasks,
-        )
+        manager = make_manager(store, tasks)
         first = await manager.open_keyed("twilio", "CA123")
         same = await manager.open_keyed("twilio", "CA123")
         other = await manager.open_keyed("retell", "CA123")

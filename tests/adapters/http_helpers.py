@@ -9,18 +9,31 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
+
+from tests.support.fake_gemini import FakeGemini
+from tests.support.gateway import GatewayFactory
+from tests.support.servers import RunningServer
 
 #: Every read waits at most this long, so a hung stream fails the test instead.
 TIMEOUT_S = 10.0
 
-#: Adapter settings a developer's environment could set; tests pass their own.
-ADAPTER_ENV = ("LAYERCODE_WEBHOOK_SECRET", "LAYERCODE_WELCOME", "OPENAI_COMPAT_API_KEYS")
+#: System instructions of the test gateways.
+INSTRUCTIONS = "You are a helpful voice assistant."
 
 
-def clear_adapter_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ADAPTER_ENV:
-        monkeypatch.delenv(name, raising=False)
+def start_on_gemini(
+    start_gateway: GatewayFactory, fake_gemini: FakeGemini, **env: Any
+) -> RunningServer:
+    """A gateway on the real SDK against the fake Gemini, without provider retries
+    (so a scripted failure is a failure)."""
+    return start_gateway(
+        GEMINI_API_KEY="test-key-not-secret",
+        GEMINI_BASE_URL=fake_gemini.url,
+        GEMINI_MODEL="gemini-test",
+        GATEWAY_INSTRUCTIONS=INSTRUCTIONS,
+        GATEWAY_PROVIDER_RETRIES=0,
+        **env,
+    )
 
 
 def http_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:

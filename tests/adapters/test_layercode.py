@@ -12,10 +12,10 @@ import pytest
 
 from tests.adapters.http_helpers import (
     SseReader,
-    clear_adapter_env,
     http_client,
     layercode_signature,
     read_sse,
+    start_on_gemini,
 )
 from tests.support.fake_gemini import FakeGemini, wait_event
 from tests.support.gateway import GatewayFactory
@@ -26,26 +26,9 @@ WELCOME = "Hi there, this is the test agent."
 SECRET = "whsec-test-not-secret"
 
 
-@pytest.fixture(autouse=True)
-def _no_developer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_adapter_env(monkeypatch)
-
-
-def start(start_gateway: GatewayFactory, fake_gemini: FakeGemini, **env: Any) -> RunningServer:
-    return start_gateway(
-        GEMINI_API_KEY="test-key-not-secret",
-        GEMINI_BASE_URL=fake_gemini.url,
-        GEMINI_MODEL="gemini-test",
-        GATEWAY_INSTRUCTIONS="You are a helpful voice assistant.",
-        GATEWAY_PROVIDER_RETRIES=0,
-        LAYERCODE_WELCOME=WELCOME,
-        **env,
-    )
-
-
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory, fake_gemini: FakeGemini) -> RunningServer:
-    return start(start_gateway, fake_gemini)
+    return start_on_gemini(start_gateway, fake_gemini, LAYERCODE_WELCOME=WELCOME)
 
 
 def message(
@@ -300,7 +283,9 @@ async def test_a_client_leaving_mid_stream_interrupts_the_turn_at_what_was_sent(
 
 @pytest.fixture
 def signed_gateway(start_gateway: GatewayFactory, fake_gemini: FakeGemini) -> RunningServer:
-    return start(start_gateway, fake_gemini, LAYERCODE_WEBHOOK_SECRET=SECRET)
+    return start_on_gemini(
+        start_gateway, fake_gemini, LAYERCODE_WELCOME=WELCOME, LAYERCODE_WEBHOOK_SECRET=SECRET
+    )
 
 
 async def test_signed_webhooks_are_accepted(signed_gateway: RunningServer) -> None:

@@ -9,34 +9,23 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.adapters.http_helpers import SseReader, clear_adapter_env, http_client, read_sse
+from tests.adapters.http_helpers import (
+    INSTRUCTIONS,
+    SseReader,
+    http_client,
+    read_sse,
+    start_on_gemini,
+)
 from tests.support.fake_gemini import FakeGemini, wait_event
 from tests.support.gateway import GatewayFactory
 from tests.support.servers import RunningServer
 
 PATH = "/v1/chat/completions"
-INSTRUCTIONS = "You are a helpful voice assistant."
-
-
-@pytest.fixture(autouse=True)
-def _no_developer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_adapter_env(monkeypatch)
-
-
-def start(start_gateway: GatewayFactory, fake_gemini: FakeGemini, **env: Any) -> RunningServer:
-    return start_gateway(
-        GEMINI_API_KEY="test-key-not-secret",
-        GEMINI_BASE_URL=fake_gemini.url,
-        GEMINI_MODEL="gemini-test",
-        GATEWAY_INSTRUCTIONS=INSTRUCTIONS,
-        GATEWAY_PROVIDER_RETRIES=0,
-        **env,
-    )
 
 
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory, fake_gemini: FakeGemini) -> RunningServer:
-    return start(start_gateway, fake_gemini)
+    return start_on_gemini(start_gateway, fake_gemini)
 
 
 def request(*messages: tuple[str, Any], stream: bool = False, **extra: Any) -> dict[str, Any]:
@@ -150,7 +139,7 @@ async def test_requests_are_stateless(gateway: RunningServer, fake_gemini: FakeG
 async def test_bearer_key_is_required_when_configured(
     start_gateway: GatewayFactory, fake_gemini: FakeGemini
 ) -> None:
-    gateway = start(start_gateway, fake_gemini, OPENAI_COMPAT_API_KEYS="key-one, key-two")
+    gateway = start_on_gemini(start_gateway, fake_gemini, OPENAI_COMPAT_API_KEYS="key-one, key-two")
     fake_gemini.reply("Welcome in.")
     body = request(("user", "Hi"))
     async with http_client(gateway.http_url) as client:
