@@ -18,21 +18,7 @@ from gateway.adapters.twilio import TwilioCodec
 from gateway.connection import Reply
 from gateway.core.events import ClientEvent
 from gateway.core.wire import WireError
-
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.floats(allow_nan=False),
-    st.text(max_size=40),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=25,
-)
+from tests.support.strategies import json_values
 
 
 def shaped(tag: str, kinds: list[str], fields: list[str]) -> st.SearchStrategy[bytes]:

@@ -10,23 +10,10 @@ from hypothesis import strategies as st
 from gateway.core.codes import ErrorCode
 from gateway.core.events import Ping, PlaybackAck, UserMessage
 from gateway.core.wire import CLIENT_TYPES, WireError, decode
+from tests.support.strategies import json_values
 
 MAX = 65536
 
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.floats(allow_nan=False),
-    st.text(max_size=50),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=30,
-)
 events_ish = st.fixed_dictionaries(
     {"type": st.sampled_from([*CLIENT_TYPES, "", "USER.MESSAGE", "x" * 300])},
     optional={
