@@ -240,11 +240,13 @@ class SessionRuntime:
         self._apply()
         self.stop()
 
-    def stop(self, reason: str | None = None) -> None:
-        """Stop streaming (with ``reason`` as the turn's end reason), flush, and go."""
-        if reason is not None:
-            self.session.abandon(reason, self._clock())
-            self._apply()
+    def stop(self, reason: str = "the session was stopped") -> None:
+        """End the streaming turn (``interrupted``, with ``reason``), flush, and go.
+
+        A stopped runtime never leaves a turn open in the store.
+        """
+        self.session.abandon(reason, self._clock())
+        self._apply()
         self._cancel_grace()
         for task in self._generations.values():
             task.cancel()
