@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 from starlette.websockets import WebSocket
 
 from gateway.adapters import adapter_routes
@@ -39,6 +40,16 @@ from gateway.stores.factory import open_store
 log = logging.getLogger("gateway")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+class WebFiles(StaticFiles):
+    """``web/``, revalidated on every load (ETag, so usually a 304), so that a
+    browser never runs an old ``app.js`` against a newer gateway."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def build_provider(settings: Settings) -> LLMProvider:
@@ -219,7 +230,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         *adapter_routes(settings),
     ]
     if WEB_DIR.is_dir():
-        routes.append(Mount("/", app=StaticFiles(directory=WEB_DIR, html=True), name="web"))
+        routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
 
 
