@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -34,11 +34,12 @@ from gateway.guard import Guard
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
+from gateway.responses import problem
 from gateway.runtime import SessionRuntime
 from gateway.serving import close_quietly, serve_socket
 from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
-from gateway.stores.base import StoreError
+from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import open_store
 
 log = logging.getLogger("gateway")
@@ -111,8 +112,14 @@ async def _sweep_forever(manager: SessionManager, settings: Settings) -> None:
             log.exception("session sweep failed; will try again")
 
 
-def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> Starlette:
-    """Build the gateway app; ``provider`` overrides the one the settings choose."""
+def create_app(
+    settings: Settings,
+    *,
+    provider: LLMProvider | None = None,
+    store: Callable[[SessionStore], SessionStore] | None = None,
+) -> Starlette:
+    """Build the gateway app; ``provider`` overrides the one the settings choose, and
+    ``store`` wraps the opened store (fault injection in tests)."""
     session_config = SessionConfig(
         provider="",
         model="",
@@ -123,6 +130,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     )
 
     guard = Guard.from_settings(settings)
+    wrap_store = store
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -134,7 +142,12 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
-        store = await open_store(settings.store_url)
+        try:
+            opened = await open_store(settings.store_url)
+        except StoreLocked as locked:
+            log.error("%s", locked)
+            raise
+        store = opened if wrap_store is None else wrap_store(opened)
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
@@ -226,9 +239,10 @@ def input_limits(settings: Settings) -> InputLimits:
 
 
 def _denial(refused: AuthError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": refused.code, "message": refused.message}},
-        status_code=refused.status,
+    return problem(
+        refused.status,
+        refused.code,
+        refused.message,
         headers={"WWW-Authenticate": "Bearer"} if refused.status == 401 else None,
     )
 

@@ -132,6 +132,7 @@ class Session:
         self._seen: dict[str, str] = {}
         self._turn: _Turn | None = None
         self._last_reply: LastReply | None = None
+        self._last_ordinal: int | None = None
         self._client_acks = False
         self._effects: list[Effect] = []
         self.closed = False
@@ -156,6 +157,7 @@ class Session:
             last_reply=self._last_reply,
             client_acks=self._client_acks,
             ended=self.closed,
+            last_ordinal=self._last_ordinal,
         )
 
     @classmethod
@@ -186,6 +188,7 @@ class Session:
         session._last_reply = state.last_reply
         session._client_acks = state.client_acks
         session.closed = state.ended
+        session._last_ordinal = state.last_ordinal
         if state.open_turn is not None:
             open_turn = state.open_turn
             turn = _Turn(
@@ -288,6 +291,10 @@ class Session:
                 self._last_reply = None
                 self._effects.append(SaveState())
             case TranscriptTurn():
+                if event.ordinal is not None:
+                    if self._last_ordinal is not None and event.ordinal <= self._last_ordinal:
+                        return  # stale: a newer response was already asked for
+                    self._last_ordinal = event.ordinal
                 if self._turn is not None:
                     self._end_turn(
                         self._turn, "superseded", now, reason="a newer response was requested"

@@ -56,6 +56,8 @@ class SessionState:
     client_acks: bool
     #: The session ended (``session.end``, or deleted): it can never resume.
     ended: bool = False
+    #: The newest ``TranscriptTurn.ordinal`` taken (stale requests are ignored).
+    last_ordinal: int | None = None
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)
