@@ -45,7 +45,12 @@ from gateway.core.history import (
     StreamItem,
     Usage,
 )
-from gateway.providers.base import ProviderError
+from gateway.providers.base import (
+    SPEAK_NOW,
+    SPEAK_NOW_WITH_INSTRUCTIONS,
+    ProviderError,
+    build_system_instruction,
+)
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -56,13 +61,6 @@ logger = logging.getLogger("gateway.providers.gemini")
 #: stream, or None at the end.
 _PumpItem = types.GenerateContentResponse | Exception | None
 
-#: Sent as the last user content when the assistant speaks first or again
-#: (``response.create``): Gemini must be asked by a user turn, and the turn's
-#: instructions are already in the system instruction.
-SPEAK_NOW_WITH_INSTRUCTIONS: Final = (
-    "(No new user input. It is your turn to speak now: follow the instructions for this turn.)"
-)
-SPEAK_NOW: Final = "(No new user input. It is your turn to speak now.)"
 
 _F = types.FinishReason
 #: Gemini finish reasons, as the gateway names them; any other is ``other``.
@@ -365,16 +363,6 @@ def _error_reasons(details: Any) -> frozenset[str]:
         for entry in entries
         if isinstance(entry, dict) and isinstance(entry.get("reason"), str)
     )
-
-
-def build_system_instruction(request: GenerationRequest) -> str | None:
-    """The session's system instruction followed by the turn's instructions, if any."""
-    sections: list[str] = []
-    if request.system_instruction and request.system_instruction.strip():
-        sections.append(request.system_instruction.strip())
-    if request.instructions and request.instructions.strip():
-        sections.append("Instructions for this turn:\n" + request.instructions.strip())
-    return "\n\n".join(sections) or None
 
 
 def build_contents(request: GenerationRequest) -> list[types.Content]:
