@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import AuthError, chosen_subprotocol
+from gateway.check import CheckFailed, check_provider
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -120,6 +121,8 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
+            if settings.check_provider:
+                await _check_at_start(llm)
         store = await open_store(settings.store_url)
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
         config = ManagerConfig(
@@ -222,6 +225,17 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _check_at_start(llm: LLMProvider) -> None:
+    """``GATEWAY_CHECK_PROVIDER``: refuse to start when the key or model is wrong."""
+    try:
+        result = await check_provider(llm)
+    except CheckFailed as failed:
+        await llm.aclose()
+        log.error("provider check failed, not starting: %s", failed)
+        raise
+    log.info("provider check: %s", result.describe())
 
 
 def input_limits(settings: Settings) -> InputLimits:
