@@ -353,6 +353,8 @@ async def test_without_thinking_settings_a_flash_model_thinks_minimally(fake_gem
         ("gemini-2.5-flash-lite", {"thinking_budget": 0}),
         ("gemini-2.5-pro", None),
         ("gemini-2.0-flash", None),
+        ("models/gemini-3-flash-preview", {"thinking_level": "MINIMAL"}),
+        ("gemma-3-27b-it", None),
     ],
 )
 def test_voice_thinking_is_the_lowest_latency_setting_each_model_accepts(model, expected):
