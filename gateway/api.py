@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -13,7 +14,8 @@ from starlette.routing import Route
 
 from gateway import __version__
 from gateway.core.records import TurnRecord
-from gateway.errors import AuthError
+from gateway.core.state import decode_state
+from gateway.errors import AuthError, StateError
 from gateway.guard import Guard
 from gateway.responses import problem
 from gateway.sessions import SessionManager, TooManySessions
@@ -38,6 +40,14 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     if not isinstance(created_at, int | float) or not isinstance(session_id, str):
         raise ValueError("cursor is not one this API returned")
     return float(created_at), session_id
+
+
+def _usage(state: bytes) -> dict[str, Any] | None:
+    """The session's token totals from its stored state (``None`` if unreadable)."""
+    try:
+        return asdict(decode_state(state).usage)
+    except StateError:
+        return None
 
 
 def _turn(record: TurnRecord) -> dict[str, Any]:
@@ -145,7 +155,13 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         if stored is None or not _owned(stored.meta, caller):
             return problem(404, "unknown_session", "no such session")
         turns = await store.list_turns(session_id)
-        return JSONResponse({**summary(stored.meta, request), "turns": [_turn(t) for t in turns]})
+        return JSONResponse(
+            {
+                **summary(stored.meta, request),
+                "usage": _usage(stored.state),
+                "turns": [_turn(t) for t in turns],
+            }
+        )
 
     async def delete_session(request: Request) -> Response:
         caller = _caller(request)

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
+from gateway.check import CheckFailed, check_provider
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -33,7 +34,7 @@ from gateway.generation import ProviderPolicy
 from gateway.guard import Guard
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
-from gateway.providers.offline import OfflineProvider
+from gateway.providers.factory import build_provider
 from gateway.responses import problem
 from gateway.runtime import SessionRuntime
 from gateway.serving import close_quietly, serve_socket
@@ -55,20 +56,6 @@ class WebFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "no-cache"
         return response
-
-
-def build_provider(settings: Settings) -> LLMProvider:
-    """Gemini when a key is set, the offline provider otherwise."""
-    if settings.uses_gemini and settings.gemini_api_key is not None:
-        from gateway.providers.gemini import GeminiProvider
-
-        return GeminiProvider(
-            api_key=settings.gemini_api_key.get_secret_value(),
-            model=settings.gemini_model,
-            base_url=settings.gemini_base_url,
-            timeout_s=settings.gemini_timeout_s,
-        )
-    return OfflineProvider(token_delay_s=settings.offline_token_delay_ms / 1000)
 
 
 class NativeCodec:
@@ -127,6 +114,10 @@ def create_app(
         language=settings.language,
         max_text_chars=settings.max_text_chars,
         max_chunk_chars=settings.max_chunk_chars,
+        generation=settings.generation(),
+        context=settings.context_budget(),
+        max_session_tokens=settings.max_session_tokens,
+        fallback_text=settings.fallback_lines(),
     )
 
     guard = Guard.from_settings(settings)
@@ -137,11 +128,13 @@ def create_app(
         llm = provider if provider is not None else build_provider(settings)
         if llm.name == "offline":
             log.warning(
-                "No GEMINI_API_KEY or GOOGLE_API_KEY set: serving the built-in OFFLINE provider "
+                "No GEMINI_API_KEY or OPENAI_API_KEY set: serving the built-in OFFLINE provider "
                 "(deterministic echo replies, no network). Set GEMINI_API_KEY to talk to Gemini."
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
+            if settings.check_provider:
+                await _check_at_start(llm)
         try:
             opened = await open_store(settings.store_url)
         except StoreLocked as locked:
@@ -227,6 +220,17 @@ def create_app(
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _check_at_start(llm: LLMProvider) -> None:
+    """``GATEWAY_CHECK_PROVIDER``: refuse to start when the key or model is wrong."""
+    try:
+        result = await check_provider(llm)
+    except CheckFailed as failed:
+        await llm.aclose()
+        log.error("provider check failed, not starting: %s", failed)
+        raise
+    log.info("provider check: %s", result.describe())
 
 
 def input_limits(settings: Settings) -> InputLimits:
