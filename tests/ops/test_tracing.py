@@ -61,7 +61,9 @@ async def test_a_turn_is_one_span_with_provider_first_token_and_store_children(
     assert turn.attributes["gateway.turn_id"] == "t1"
     assert turn.attributes["gateway.route"] == "/ws"
     assert turn.attributes["gateway.turn.status"] == "completed"
-    children = [s for s in spans if s.parent is not None and s.parent.span_id == turn.context.span_id]
+    children = [
+        s for s in spans if s.parent is not None and s.parent.span_id == turn.context.span_id
+    ]
     names = sorted({s.name for s in children})
     assert names == ["provider.stream", "store.commit"]
     stream = next(s for s in children if s.name == "provider.stream")
