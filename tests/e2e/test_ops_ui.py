@@ -63,4 +63,5 @@ async def test_the_page_served_from_another_origin_talks_to_the_gateway(
         sockets = await ui.eval("__sockets")
     finally:
         static.stop()
-    assert sockets and all(url.startswith(f"{gateway.ws_url}/ws") for url in sockets)
+    assert sockets
+    assert all(url.startswith(f"{gateway.ws_url}/ws") for url in sockets)

@@ -88,7 +88,8 @@ def test_workers_says_why_it_is_refused() -> None:
     assert result.returncode == 2
     assert "invalid choice" not in result.stderr
     assert "--workers 2" in result.stderr
-    assert "one process" in result.stderr and "Redis" in result.stderr
+    assert "one process" in result.stderr
+    assert "Redis" in result.stderr
 
 
 def test_a_misspelt_setting_is_warned_with_a_suggestion(tmp_path) -> None:

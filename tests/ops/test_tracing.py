@@ -69,7 +69,8 @@ async def test_a_turn_is_one_span_with_provider_first_token_and_store_children(
     stream = next(s for s in children if s.name == "provider.stream")
     assert stream.attributes["gateway.provider.outcome"] == "ok"
     first = [s for s in spans if s.name == "provider.first_token"]
-    assert len(first) == 1 and first[0].parent.span_id == stream.context.span_id
+    assert len(first) == 1
+    assert first[0].parent.span_id == stream.context.span_id
     assert first[0].end_time <= stream.end_time
     assert all(s.context.trace_id == turn.context.trace_id for s in children)
     for span in spans:
