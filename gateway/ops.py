@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +15,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.apidocs import openapi_document
 from gateway.metrics import GatewayMetrics, key_refusal, metrics_endpoint
 from gateway.middleware import ObservabilityMiddleware
 from gateway.settings import Settings
 from gateway.tracing import Tracing, otlp_provider
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 #: Methods the HTTP API answers cross-origin.
 CORS_METHODS = ["GET", "POST", "DELETE", "OPTIONS"]
 CORS_HEADERS = ["authorization", "content-type", "x-request-id"]
@@ -87,7 +88,7 @@ def ops_middleware(settings: Settings, telemetry: Telemetry) -> list[Middleware]
 
 
 def ops_routes(settings: Settings, telemetry: Telemetry) -> list[BaseRoute]:
-    """``/metrics``, ``/status`` (+ ``/status.json``)."""
+    """``/metrics``, ``/status`` (+ ``/status.json``), ``/openapi.json``, ``/api-docs``."""
     metrics = telemetry.metrics
     key = settings.metrics_key.get_secret_value() if settings.metrics_key else None
     guarded = metrics_endpoint(metrics, key)
@@ -98,11 +99,21 @@ def ops_routes(settings: Settings, telemetry: Telemetry) -> list[BaseRoute]:
             return refused
         return JSONResponse(metrics.status(), headers={"Cache-Control": "no-store"})
 
-    def status_page(request: Request) -> Response:
-        return FileResponse(WEB_DIR / "status.html", headers={"Cache-Control": "no-cache"})
+    def page(name: str) -> Callable[[Request], Response]:
+        def serve(request: Request) -> Response:
+            return FileResponse(WEB_DIR / name, headers={"Cache-Control": "no-cache"})
+
+        return serve
+
+    document = openapi_document()
+
+    def openapi(request: Request) -> Response:
+        return JSONResponse(document)
 
     return [
         Route("/metrics", guarded, methods=["GET"]),
-        Route("/status", status_page, methods=["GET"]),
+        Route("/status", page("dashboard.html"), methods=["GET"]),
         Route("/status.json", status_json, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api-docs", page("api-docs.html"), methods=["GET"]),
     ]

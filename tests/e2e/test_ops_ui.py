@@ -3,6 +3,7 @@ it cannot speak, and the /status page draws live figures."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.app import WEB_DIR
 from tests.e2e.helpers import OpenUi
+from tests.support.client import Client
 from tests.support.gateway import GatewayFactory
 from tests.support.servers import RunningServer
 
@@ -65,3 +67,39 @@ async def test_the_page_served_from_another_origin_talks_to_the_gateway(
         static.stop()
     assert sockets
     assert all(url.startswith(f"{gateway.ws_url}/ws") for url in sockets)
+
+
+async def test_the_status_page_draws_live_figures(
+    start_gateway: GatewayFactory, open_ui: OpenUi
+) -> None:
+    key = "status-key-0123456789"
+    gateway = start_gateway(GATEWAY_OFFLINE_DELAY_MS=0, GATEWAY_METRICS_KEY=key)
+    async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+        await client.ready()
+        for i in range(3):
+            await client.send(f"message {i}")
+            await client.turn(f"t{i + 1}")
+
+        ui = await open_ui(gateway.http_url, load=False)
+        ui.allow_console_error("401")
+        await ui.page.goto(f"{gateway.http_url}/status")
+        await expect(ui.page.locator("#problem")).to_contain_text("metrics key")
+
+        await ui.page.goto(f"{gateway.http_url}/status#key={key}")
+        await ui.page.reload()
+        await expect(ui.page.locator("body")).to_have_attribute("data-loaded", "true")
+        await expect(ui.page.locator("#problem")).to_be_hidden()
+        await expect(ui.page.locator("#live-sessions")).to_have_text("1")
+        await expect(ui.page.locator("#connections")).to_have_text("1")
+        await expect(ui.page.locator("#connections-label")).to_contain_text("/ws 1")
+        await expect(ui.page.locator("#turns-minute")).to_have_text("3")
+        await expect(ui.page.locator("#failed")).to_have_text("0")
+        await expect(ui.page.locator("#p90-now")).to_have_text(re.compile(r"^\d+ ms$"))
+        bars = ui.page.locator("#turns-chart rect.bar[data-turns]")
+        await expect(bars).to_have_count(30)
+        assert await bars.last.get_attribute("data-turns") == "3"
+        assert float(await bars.last.get_attribute("height") or 0) > 0
+        for name in ("p50", "p90", "p99"):
+            await expect(ui.page.locator(f"#latency-chart path.{name}")).to_have_attribute(
+                "data-points", "1"
+            )
