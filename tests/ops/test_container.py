@@ -50,7 +50,8 @@ def test_the_dockerfile_is_multi_stage_slim_non_root_with_a_volume_and_healthche
     assert all("-slim" in s for s in froms)
     assert any(s.startswith("COPY --from=build ") for s in steps)
     user = [s for s in steps if s.startswith("USER ")]
-    assert user and user[-1] not in ("USER root", "USER 0")
+    assert user
+    assert user[-1] not in ("USER root", "USER 0")
     assert 'VOLUME ["/data"]' in steps
     assert any(s.startswith("HEALTHCHECK ") and "/health" in s for s in steps)
     env = dockerfile_env()
@@ -89,7 +90,7 @@ def exec_form(keyword: str) -> list[str]:
     return orjson.loads(step[step.index("[") :])
 
 
-async def test_the_image_entry_point_and_healthcheck_work_with_its_environment(
+def test_the_image_entry_point_and_healthcheck_work_with_its_environment(
     tmp_path: Path,
 ) -> None:
     env = dockerfile_env()

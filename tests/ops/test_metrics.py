@@ -3,7 +3,11 @@ latencies, failures, store commits, resumes, closes and refusals."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import httpx
+from websockets.asyncio.client import connect
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import Client
@@ -102,3 +106,47 @@ async def test_metrics_can_require_a_key(start_gateway: GatewayFactory) -> None:
     assert "gateway_live_sessions" not in refused.text
     scraped = await scrape(gateway, Authorization=f"Bearer {METRICS_KEY}")
     assert value(scraped, "gateway_live_sessions") == 0
+
+
+async def test_a_resync_is_counted(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(GATEWAY_OFFLINE_DELAY_MS=0, GATEWAY_REPLAY_EVENTS=16)
+    async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+        ready = await client.ready()
+        for i in range(4):
+            await client.send(f"Message {i}")
+            await client.turn()
+    url = (
+        f"{gateway.ws_url}/ws?session_id={ready['session_id']}"
+        f"&resume_token={ready['resume_token']}&last_seq=1"
+    )
+    async with await Client.connect(url) as again:
+        await again.ready()
+        assert (await again.recv())["type"] == "session.resync"
+    scraped = await scrape(gateway)
+    assert value(scraped, "gateway_resumes_total") == 1
+    assert value(scraped, "gateway_resyncs_total") == 1
+
+
+async def test_a_client_that_never_reads_is_a_slow_client_close(
+    start_gateway: GatewayFactory, fake_gemini: FakeGemini
+) -> None:
+    gateway = start_gateway(
+        GEMINI_API_KEY="k", GEMINI_BASE_URL=fake_gemini.url, GATEWAY_SEND_QUEUE=16
+    )
+    fake_gemini.reply("This sentence is one a client will never read. " * 6000, chunk_size=2000)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (gateway.host, gateway.port))
+    slow = await connect(f"{gateway.ws_url}/ws", sock=sock, max_queue=1)
+    await slow.send("Tell me everything")
+    assert await Client(slow).close_code() == 4008
+    scraped = await scrape(gateway)
+    assert value(scraped, "gateway_slow_client_closes_total", route="/ws") == 1
+    assert value(scraped, "gateway_websocket_closes_total", route="/ws", code="4008") == 1
+    assert value(scraped, "gateway_send_queue_depth_bucket", le="16.0") == value(
+        scraped, "gateway_send_queue_depth_count"
+    )
+    assert value(scraped, "gateway_send_queue_depth_bucket", le="8.0") < value(
+        scraped, "gateway_send_queue_depth_count"
+    ), "the queue filled up before the close"
