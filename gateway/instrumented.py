@@ -137,6 +137,9 @@ class InstrumentedStore:
     async def expire(self, idle_before: float) -> list[str]:
         return await self.inner.expire(idle_before)
 
+    async def streaming_sessions(self) -> list[str]:
+        return await self.inner.streaming_sessions()
+
     async def ping(self) -> None:
         await self.inner.ping()
 

@@ -55,9 +55,9 @@ async def test_json_logs_parse_and_every_line_of_a_connection_carries_its_ids(tm
     session_id = ready["session_id"]
     mine = [r for r in records if r["session_id"] == session_id]
     messages = [r["message"] for r in mine]
-    assert any(m.startswith("connection open") for m in messages)
+    assert any("connection open" in m for m in messages)
     assert any(m.startswith("turn end") for m in messages)
-    assert any(m.startswith("connection closed") for m in messages)
+    assert any("connection closed" in m for m in messages)
     connection = [r for r in mine if r["route"] == "/ws"]
     assert len({r["request_id"] for r in connection}) == 1, "one request id per connection"
     turn_end = next(r for r in mine if r["message"].startswith("turn end"))

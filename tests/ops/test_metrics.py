@@ -7,8 +7,8 @@ import asyncio
 import socket
 
 import httpx
-from websockets.asyncio.client import connect
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from tests.support.client import Client
 from tests.support.fake_gemini import FakeGemini
