@@ -16,6 +16,16 @@ from tests.support.client import Client
 from tests.support.process import STARTUP_TIMEOUT_S, clean_env, free_port, gateway_process
 
 
+TWILIO_SETUP = {
+    "type": "setup",
+    "sessionId": "VX00000000000000000000000000000001",
+    "accountSid": "AC00000000000000000000000000000001",
+    "callSid": "CA00000000000000000000000000000001",
+    "from": "+18005550100",
+    "to": "+18005550101",
+}
+
+
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
@@ -42,6 +52,13 @@ async def test_json_logs_parse_and_every_line_of_a_connection_carries_its_ids(tm
             ready = await client.ready()
             await client.send("hello there")
             await client.turn()
+        async with await Client.connect(f"ws://127.0.0.1:{port}/twilio") as call:
+            await call.send(TWILIO_SETUP)
+            await call.send({"type": "prompt", "voicePrompt": "hi", "lang": "en-US", "last": True})
+            await call.recv_until(lambda f: f["type"] == "text" and f["last"])
+            await call.send("this is not JSON")
+            await call.send({"type": "prompt", "voicePrompt": "bye", "lang": "en-US", "last": True})
+            await call.recv_until(lambda f: f["type"] == "text" and f["last"])
     assert health.headers["x-request-id"] == "req-health-1"
     records = [orjson.loads(line) for line in lines if line.strip()]
     assert len(records) == len([line for line in lines if line.strip()])
@@ -63,6 +80,12 @@ async def test_json_logs_parse_and_every_line_of_a_connection_carries_its_ids(tm
     turn_end = next(r for r in mine if r["message"].startswith("turn end"))
     assert turn_end["turn_id"] == "t1"
     assert "hello there" not in "".join(lines)
+    # A line that names no session itself still carries the call's, from the context.
+    dropped = next(r for r in records if "frame that is not JSON dropped" in r["message"])
+    assert "session=" not in dropped["message"]
+    assert dropped["route"] == "/twilio"
+    assert dropped["session_id"] is not None
+    assert dropped["session_id"].startswith("twilio_")
     started = next(i for i, r in enumerate(records) if "listening on http" in r["message"])
     store = next(r for r in records if r["message"].startswith("session store:"))
     assert str(tmp_path / "g.db") in store["message"]
