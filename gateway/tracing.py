@@ -61,6 +61,7 @@ class Tracing:
         self._provider = provider
         self._tracer = provider.get_tracer("gateway", __version__) if provider else None
         self._turns: OrderedDict[tuple[str, str], Span] = OrderedDict()
+        self._newest: dict[str, str] = {}  # session id -> its newest open turn id
 
     @property
     def enabled(self) -> bool:
@@ -81,24 +82,29 @@ class Tracing:
                 attributes["gateway.route"] = route
             span = self._tracer.start_span("turn", kind=SpanKind.SERVER, attributes=attributes)
             self._turns[key] = span
+            self._newest[session_id] = turn_id
             while len(self._turns) > MAX_OPEN_TURNS:
-                _, oldest = self._turns.popitem(last=False)
+                (sid, tid), oldest = self._turns.popitem(last=False)
+                self._forget(sid, tid)
                 oldest.set_attribute("gateway.turn.status", "abandoned")
                 oldest.end()
         return span
 
     def open_turn(self, session_id: str) -> Span | None:
         """The newest open turn span of a session, if any."""
-        for (sid, _), span in reversed(self._turns.items()):
-            if sid == session_id:
-                return span
-        return None
+        turn_id = self._newest.get(session_id)
+        return None if turn_id is None else self._turns.get((session_id, turn_id))
+
+    def _forget(self, session_id: str, turn_id: str) -> None:
+        if self._newest.get(session_id) == turn_id:
+            del self._newest[session_id]
 
     def end_turn(self, session_id: str, turn_id: str, status: str, reason: str | None) -> None:
         """The turn's end marker was stored: close its span with the status."""
         span = self._turns.pop((session_id, turn_id), None)
         if span is None:
             return
+        self._forget(session_id, turn_id)
         span.set_attribute("gateway.turn.status", status)
         if status == "failed":
             # ``reason`` is the gateway's own wording, never user or model text.
@@ -118,5 +124,6 @@ class Tracing:
             span.set_attribute("gateway.turn.status", "abandoned")
             span.end()
         self._turns.clear()
+        self._newest.clear()
         if self._provider is not None:
             self._provider.shutdown()

@@ -113,3 +113,31 @@ async def test_spans_reach_an_otlp_collector_over_http(
     assert outcomes == ["bad_request", "unavailable"]
     assert collector.requests[0]["content-type"] == "application/x-protobuf"
     assert "Zebra" not in repr(collector.spans)
+
+
+def test_open_turns_are_bounded_and_an_evicted_turn_is_ended_abandoned(monkeypatch) -> None:
+    monkeypatch.setattr("gateway.tracing.MAX_OPEN_TURNS", 2)
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(provider_with(SimpleSpanProcessor(exporter)))
+    tracing.turn("s1", "t1")
+    tracing.turn("s1", "t2")
+    assert tracing.open_turn("s1") is tracing.turn("s1", "t2")
+    tracing.turn("s2", "t1")  # s1/t1 is evicted
+    (evicted,) = exporter.get_finished_spans()
+    assert evicted.attributes["gateway.turn_id"] == "t1"
+    assert evicted.attributes["gateway.turn.status"] == "abandoned"
+    tracing.end_turn("s1", "t2", "completed", None)
+    assert tracing.open_turn("s1") is None
+    assert tracing.open_turn("s2") is not None
+    tracing.shutdown()
+    assert {s.attributes["gateway.turn.status"] for s in exporter.get_finished_spans()} == {
+        "abandoned",
+        "completed",
+    }
+
+
+def test_tracing_off_makes_no_spans() -> None:
+    tracing = Tracing(None)
+    assert tracing.turn("s1", "t1") is None
+    assert tracing.child("x", None, {}) is None
+    tracing.shutdown()
