@@ -15,7 +15,6 @@ from gateway.logformat import describe_store, safe_url
 from tests.support.client import Client
 from tests.support.process import STARTUP_TIMEOUT_S, clean_env, free_port, gateway_process
 
-
 TWILIO_SETUP = {
     "type": "setup",
     "sessionId": "VX00000000000000000000000000000001",
