@@ -1,4 +1,5 @@
-"""Draw docs/grafana-dashboard.png: the Grafana dashboard over a real scrape.
+"""Draw docs/grafana-dashboard.png (the Grafana dashboard over a real scrape) and
+docs/status-page.png (the gateway's own /status page under the same load).
 
 There is no Grafana here, so this plays its part: it runs a real gateway under a
 simulated load (users talking, interrupting, dropping and resuming; a provider
@@ -215,18 +216,24 @@ async def main(seconds: float) -> None:
             _env_file=None, GATEWAY_STORE=f"sqlite:///{tmp}/g.db", GATEWAY_PROVIDER_BACKOFF_S=0.2
         )
         app = create_app(settings, provider=FlakyOffline(random.Random(3)))
-        with running(app, **uvicorn_options(settings)) as gateway:
-            scrapes = await collect(gateway, seconds)
-    page_html = render(scrapes)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        page = await browser.new_page(viewport={"width": WIDTH + 16, "height": 900})
-        await page.set_content(page_html)
-        await page.screenshot(path=str(DOCS / "grafana-dashboard.png"), full_page=True)
-        await browser.close()
-    sys.stderr.write(f"wrote {DOCS / 'grafana-dashboard.png'} from {len(scrapes)} scrapes\n")
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
+            with running(app, **uvicorn_options(settings)) as gateway:
+                scrapes = await collect(gateway, seconds)
+                # The gateway's own /status page, with the same figures, while it runs.
+                status = await browser.new_page(viewport={"width": 1100, "height": 640})
+                await status.goto(f"{gateway.http_url}/status")
+                await status.wait_for_selector("body[data-loaded=true]")
+                await status.screenshot(path=str(DOCS / "status-page.png"), full_page=True)
+            page = await browser.new_page(viewport={"width": WIDTH + 16, "height": 900})
+            await page.set_content(render(scrapes))
+            await page.screenshot(path=str(DOCS / "grafana-dashboard.png"), full_page=True)
+            await browser.close()
+    sys.stderr.write(
+        f"wrote docs/grafana-dashboard.png and docs/status-page.png ({len(scrapes)})\n"
+    )
 
 
 if __name__ == "__main__":
