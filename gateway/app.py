@@ -32,6 +32,9 @@ from gateway.deps import manager_of, store_of
 from gateway.errors import AuthError
 from gateway.generation import ProviderPolicy
 from gateway.guard import Guard
+from gateway.instrumented import InstrumentedProvider, InstrumentedStore
+from gateway.logformat import describe_store
+from gateway.ops import Telemetry, ops_middleware, ops_routes
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.factory import build_provider
@@ -42,6 +45,7 @@ from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import open_store
+from gateway.tracing import Tracing
 
 log = logging.getLogger("gateway")
 
@@ -104,9 +108,12 @@ def create_app(
     *,
     provider: LLMProvider | None = None,
     store: Callable[[SessionStore], SessionStore] | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
-    """Build the gateway app; ``provider`` overrides the one the settings choose, and
-    ``store`` wraps the opened store (fault injection in tests)."""
+    """Build the gateway app; ``provider`` overrides the one the settings choose,
+    ``store`` wraps the opened store (fault injection in tests), and ``tracing`` the
+    tracing the ``OTEL_*`` variables configure."""
+    telemetry = Telemetry.from_settings(settings, tracing)
     session_config = SessionConfig(
         provider="",
         model="",
@@ -135,13 +142,15 @@ def create_app(
             log.info("provider=%s model=%s", llm.name, llm.model)
             if settings.check_provider:
                 await _check_at_start(llm)
+        llm = InstrumentedProvider(llm, telemetry.metrics, telemetry.tracing)
         try:
             opened = await open_store(settings.store_url)
         except StoreLocked as locked:
             log.error("%s", locked)
             raise
         store = opened if wrap_store is None else wrap_store(opened)
-        log.info("session store: %s", settings.store_url.split("://", 1)[0])
+        store = InstrumentedStore(store, telemetry.metrics, telemetry.tracing)
+        log.info("session store: %s", describe_store(settings.store_url))
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -164,6 +173,7 @@ def create_app(
             app.state.manager = manager
             app.state.store = store
             app.state.guard = guard
+            telemetry.metrics.count_live_sessions(manager.__len__)
             sweeper = asyncio.get_running_loop().create_task(
                 _sweep_forever(manager, settings), name="sweeper"
             )
@@ -216,10 +226,15 @@ def create_app(
         WebSocketRoute("/ws", websocket_native),
         *api_routes(manager_of, store_of),
         *adapter_routes(settings),
+        *ops_routes(settings, telemetry),
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=ops_middleware(settings, telemetry)
+    )
+    app.state.telemetry = telemetry
+    return app
 
 
 async def _check_at_start(llm: LLMProvider) -> None:

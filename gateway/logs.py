@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
+from gateway.logformat import LogFormat, make_formatter
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _SECRET_PARAM = re.compile(
@@ -45,9 +47,11 @@ class DropDenialNoise(logging.Filter):
         return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr in one format, with secrets masked on every handler."""
+def configure_logging(level: str, fmt: LogFormat = "text") -> None:
+    """Log to stderr in one format (text or JSON lines), with secrets masked on every handler."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(make_formatter(fmt, LOG_FORMAT))
     install_redaction()
     logging.getLogger("uvicorn.error").addFilter(DropDenialNoise())
 

@@ -25,6 +25,7 @@ ENV_PREFIXES = (
     "RETELL_",
     "LAYERCODE_",
     "OPENAI_",
+    "OTEL_",
 )
 
 
@@ -32,10 +33,7 @@ ENV_PREFIXES = (
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see only the settings they pass, never the developer's own keys."""
     for name in list(os.environ):
-        if name.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_", "OPENAI_")) or name in (
-            "GOOGLE_API_KEY",
-            "PORT",
-        ):
+        if name.startswith(ENV_PREFIXES) or name in ("GOOGLE_API_KEY", "PORT"):
             monkeypatch.delenv(name)
 
 

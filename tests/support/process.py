@@ -51,7 +51,7 @@ def gateway_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[s
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if "Uvicorn running on" in line:
+            if "listening on http" in line or "Uvicorn running on" in line:
                 break
         else:
             raise AssertionError("gateway exited before serving:\n" + "".join(lines))
