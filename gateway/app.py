@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -20,6 +21,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import AuthError, chosen_subprotocol
+from gateway.budgets import CappedStore
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -28,7 +30,8 @@ from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
-from gateway.guard import Guard
+from gateway.guard import Guard, log_posture
+from gateway.hosts import BrowserGate
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
 from gateway.runtime import ProviderPolicy
@@ -36,6 +39,8 @@ from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, TooMa
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
 from gateway.stores.factory import open_store
+from gateway.tenants import address_principal
+from gateway.transport import TransportLimits, protocol_classes, socket_cap
 
 log = logging.getLogger("gateway")
 
@@ -115,6 +120,8 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         system_instruction=settings.system_instruction(),
         language=settings.language,
         max_text_chars=settings.max_text_chars,
+        max_instructions_chars=settings.max_instructions_chars,
+        max_session_chars=settings.max_session_chars,
         max_chunk_chars=settings.max_chunk_chars,
     )
 
@@ -130,8 +137,11 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
-        store = await open_store(settings.store_url)
+        store = await CappedStore.wrap(
+            await open_store(settings.store_url), max_sessions=settings.max_stored_sessions
+        )
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
+        log_posture(settings)
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -192,7 +202,8 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     ) -> None:
         try:
             if resume is None:
-                runtime, token = await manager.start(principal=principal)
+                owner = principal or address_principal(websocket)  # gateway.tenants
+                runtime, token = await manager.start(principal=owner)
                 last_seq: int | None = None
             else:
                 session_id, token, last_seq = resume
@@ -231,7 +242,9 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(BrowserGate, settings=settings)]
+    )
 
 
 def input_limits(settings: Settings) -> InputLimits:
@@ -259,9 +272,21 @@ async def drain(app: Starlette, settings: Settings) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Server options that belong to the gateway's behaviour (used by the CLI and tests)."""
+    """Server options that belong to the gateway's behaviour (used by the CLI and tests):
+    the protocol classes of :mod:`gateway.transport` carry the connection limits."""
+    http, ws = protocol_classes(
+        TransportLimits(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_sockets=socket_cap(settings.max_sockets, settings.fd_reserve),
+            max_in_bytes_per_s=settings.max_in_bytes_per_s,
+        )
+    )
     return {
-        "ws": "websockets-sansio",
+        "http": http,
+        "ws": ws,
+        "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }

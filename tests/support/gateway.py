@@ -16,6 +16,9 @@ from tests.support.fake_gemini import FakeGemini
 from tests.support.servers import RunningServer, running
 
 GatewayFactory = Callable[..., RunningServer]
+#: The admin key every test gateway accepts (it reads platform sessions).
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 #: Settings the tests must never inherit from the developer's environment.
 ENV_PREFIXES = (
     "GEMINI_",
@@ -50,6 +53,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
 
         def start(**env: Any) -> RunningServer:
             env.setdefault("GATEWAY_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
+            env.setdefault("GATEWAY_ADMIN_KEYS", f"ops:{ADMIN_KEY}")
             settings = Settings(_env_file=None, **env)
             app = create_app(settings)
             return stack.enter_context(running(app, **uvicorn_options(settings)))
