@@ -286,6 +286,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": http,
         "ws": ws,
         "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
+        # No permessage-deflate: text frames are small, and compression would let a
+        # client send many times the byte budget (and costs zlib state per socket).
+        "ws_per_message_deflate": False,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
         "forwarded_allow_ips": settings.forwarded_allow_ips,

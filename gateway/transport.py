@@ -22,8 +22,8 @@ middleware sees):
   ``/health`` and ``/ready`` always answer and the process never runs out of
   file descriptors.
 - **Bytes in per second** (``GATEWAY_MAX_IN_BYTES_PER_S``) per WebSocket:
-  past it the socket is simply not read for a while (TCP pushes back on the
-  sender); nothing is dropped and nothing grows.
+  past it the last read is held back and the socket is not read for a while
+  (TCP pushes back on the sender); nothing is dropped and nothing grows.
 - **Invalid UTF-8** in a text frame: close 1007, one INFO line, no traceback.
 """
 
@@ -35,12 +35,16 @@ import resource
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.core.limits import TokenBucket
 
 log = logging.getLogger("gateway.transport")
+
+#: Paths answered even past the socket cap (kept in step with gateway.hosts).
+PROBE_PATHS = frozenset({b"/health", b"/ready"})
 
 _RESPONSES = {
     408: b"HTTP/1.1 408 Request Timeout\r\n",
@@ -56,6 +60,8 @@ class TransportLimits:
     header_timeout_s: float = 10.0
     max_header_bytes: int = 16384
     max_sockets: int = 2048
+    #: Sockets past ``max_sockets`` that may still ask for ``/health`` or ``/ready``.
+    probe_slots: int = 32
     max_in_bytes_per_s: int = 262_144
 
 
@@ -86,6 +92,10 @@ class _HeadersTooLarge(Exception):
     """Raised in a parser callback to stop parsing an oversized request."""
 
 
+class _Refused(Exception):
+    """Raised in a parser callback once the request was answered and the socket closed."""
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout, a header size limit and
     the socket cap. Subclassed per app by :func:`protocol_classes`."""
@@ -96,7 +106,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_bytes = 0
         self._too_large = False
+        self._begun = False  # a request has started on this socket
         self._header_timer: asyncio.TimerHandle | None = None
+        #: Accepted past the cap: only the probes are answered.
+        self._probe_only = False
         #: When this socket began waiting for a request's headers; ``None`` while
         #: one is being served. Sockets that wait are the ones evicted at the cap.
         self.waiting_since: float | None = None
@@ -106,9 +119,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._wait_for_headers()
-        if len(self.connections) > self.limits.max_sockets and not self._evict_one():
-            log.warning("socket cap of %d reached: connection refused", self.limits.max_sockets)
-            self._refuse(503, "The gateway has too many open connections; try again later.")
+        open_sockets = len(self.connections)
+        if open_sockets <= self.limits.max_sockets or self._evict_one():
+            return
+        if open_sockets <= self.limits.max_sockets + self.limits.probe_slots:
+            self._probe_only = True
+            return
+        log.warning("socket cap of %d reached: connection refused", self.limits.max_sockets)
+        self._refuse(503, "The gateway has too many open connections; try again later.")
 
     def _evict_one(self) -> bool:
         """Close the socket that has waited longest for its headers (not this one)."""
@@ -141,7 +159,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.waiting_since is None or self.transport.is_closing():
             return
-        if self._header_bytes:
+        if self._begun:
             log.info("request headers not complete in %g s: closed", self.limits.header_timeout_s)
             self._refuse(408, "The request headers did not arrive in time.")
         else:
@@ -167,7 +185,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes, self._too_large = 0, False
+        self._header_bytes, self._too_large, self._begun = 0, False, True
         self._wait_for_headers()
 
     def on_url(self, url: bytes) -> None:
@@ -181,14 +199,33 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.waiting_since = None
         self._stop_header_timer()
+        if self._probe_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
+            self._refuse(503, "The gateway has too many open connections; try again later.")
+            raise _Refused
         super().on_headers_complete()
 
-    def send_400_response(self, msg: str) -> None:
-        if self._too_large:  # the parser stopped in _count: say what was wrong
-            log.info("request headers over %d bytes: 431", self.limits.max_header_bytes)
-            self._refuse(431, "The request headers are too large.")
-            return
-        super().send_400_response(msg)
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, except that a request stopped by our own
+        # callbacks (oversized, or refused past the cap) is answered as such
+        # instead of with a 400 and a warning.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._too_large:
+                log.info("request headers over %d bytes: 431", self.limits.max_header_bytes)
+                self._refuse(431, "The request headers are too large.")
+            elif not self.transport.is_closing():
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -212,6 +249,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         rate = float(self.limits.max_in_bytes_per_s)
         self._bytes_in = TokenBucket(rate, int(rate))
         self._throttled = False
+        self._held: list[bytes] = []
         self._throttle_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -228,20 +266,30 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 return
             self.handle_events()
             return
-        self._throttle(len(data))
-        super().data_received(data)
-
-    def _throttle(self, size: int) -> None:
-        now = self.loop.time()
-        delay = self._bytes_in.debit(size, now)
-        if delay > 0 and not self._throttled and not self.transport.is_closing():
+        if self._held:
+            self._held.append(data)  # read in the same loop turn as the pause
+            self._bytes_in.debit(len(data), self.loop.time())
+            return
+        delay = self._bytes_in.debit(len(data), self.loop.time())
+        if delay > 0 and not self.transport.is_closing():
+            # Over budget: hold this read back and stop reading until the budget
+            # allows it (at most one read of the socket is ever held).
+            self._held.append(data)
             self._throttled = True
             self.transport.pause_reading()
-            self._throttle_timer = self.loop.call_later(delay, self._unthrottle)
+            self._throttle_timer = self.loop.call_later(delay, self._release)
+            return
+        super().data_received(data)
 
-    def _unthrottle(self) -> None:
-        self._throttled = False
+    def _release(self) -> None:
         self._throttle_timer = None
+        delay = self._bytes_in.debit(0, self.loop.time())
+        if delay > 0:
+            self._throttle_timer = self.loop.call_later(delay, self._release)
+            return
+        held, self._held = b"".join(self._held), []
+        self._throttled = False
+        super().data_received(held)
         if not self.read_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
