@@ -18,19 +18,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.auth import ADMIN, AuthError, Principal
+from gateway.auth import ADMIN, Principal
 from gateway.core.records import TurnRecord
+from gateway.errors import AuthError
 from gateway.guard import Guard
+from gateway.responses import problem
 from gateway.sessions import SessionManager, TooManySessions
 from gateway.stores.base import SessionMeta, SessionStore, StoreError
 from gateway.tenants import CLIENT_KIND, address_principal, session_kind
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
-
-
-def _problem(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 def _encode_cursor(meta: SessionMeta) -> str:
@@ -133,13 +131,13 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         if isinstance(caller, Response):
             return caller
         if _is_admin(caller):
-            return _problem(403, "admin_key_not_allowed", "admin keys cannot own sessions")
+            return problem(403, "admin_key_not_allowed", "admin keys cannot own sessions")
         manager: SessionManager = manager_of(request)
         owner = caller.name if caller is not None else address_principal(request)
         try:
             session_id, token, created_at = await manager.create(principal=owner)
         except TooManySessions as exc:
-            return _problem(429, "too_many_sessions", str(exc))
+            return problem(429, "too_many_sessions", str(exc))
         return JSONResponse(
             {
                 "session_id": session_id,
@@ -158,15 +156,15 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         try:
             limit = int(request.query_params.get("limit", DEFAULT_PAGE))
         except ValueError:
-            return _problem(400, "invalid_limit", "limit must be an integer")
+            return problem(400, "invalid_limit", "limit must be an integer")
         if not 1 <= limit <= MAX_PAGE:
-            return _problem(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
+            return problem(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
         before = None
         if cursor := request.query_params.get("cursor"):
             try:
                 before = _decode_cursor(cursor)
             except ValueError as exc:
-                return _problem(400, "invalid_cursor", str(exc))
+                return problem(400, "invalid_cursor", str(exc))
         page = await _visible_page(store, caller, limit + 1, before)
         more = len(page) > limit
         page = page[:limit]
@@ -185,7 +183,7 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         session_id = request.path_params["session_id"]
         stored = await store.get(session_id)
         if stored is None or not _visible(stored.meta, caller):
-            return _problem(404, "unknown_session", "no such session")
+            return problem(404, "unknown_session", "no such session")
         turns = await store.list_turns(session_id)
         return JSONResponse({**summary(stored.meta, request), "turns": [_turn(t) for t in turns]})
 
@@ -198,9 +196,9 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         session_id = request.path_params["session_id"]
         stored = await store.get(session_id)
         if stored is None or not _visible(stored.meta, caller):
-            return _problem(404, "unknown_session", "no such session")
+            return problem(404, "unknown_session", "no such session")
         if not await manager.delete(session_id):
-            return _problem(404, "unknown_session", "no such session")
+            return problem(404, "unknown_session", "no such session")
         return Response(status_code=204)
 
     async def health(request: Request) -> Response:

@@ -103,6 +103,9 @@ class CappedStore:
         self._count = max(0, self._count - len(expired))
         return expired
 
+    async def streaming_sessions(self) -> list[str]:
+        return await self._inner.streaming_sessions()
+
     async def ping(self) -> None:
         await self._inner.ping()
 

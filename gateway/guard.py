@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from gateway.auth import ADMIN, Authenticator, AuthError, OriginPolicy, Principal, parse_api_keys
+from gateway.auth import ADMIN, Authenticator, OriginPolicy, Principal, parse_api_keys
+from gateway.errors import AuthError
 from gateway.hosts import allowed_hosts, is_loopback, origin_policy
 from gateway.limits import ConnectionLimiter
 from gateway.settings import Settings

@@ -6,7 +6,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.hosts import allowed_hosts
 from gateway.settings import Settings
 from tests.support.gateway import GatewayFactory
 from tests.support.raw import exchange, status_of, upgrade_request
@@ -89,6 +88,8 @@ async def test_behind_a_proxy_the_public_origin_connects(start_gateway: GatewayF
 
 
 def test_allowed_hosts_defaults() -> None:
+    from gateway.hosts import allowed_hosts
+
     def hosts(**env: str) -> list[str] | None:
         return allowed_hosts(Settings(_env_file=None, **env))  # type: ignore[arg-type]
 
