@@ -19,17 +19,25 @@ from tests.support.raw import exchange, status_of, upgrade_request
 
 
 @contextlib.asynccontextmanager
-async def idle_sockets(port: int, count: int) -> AsyncIterator[list[asyncio.StreamWriter]]:
+async def idle_sockets(
+    port: int, count: int
+) -> AsyncIterator[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
     """``count`` connections that never send a byte (half-open requests)."""
-    writers: list[asyncio.StreamWriter] = []
+    sockets: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         for _ in range(count):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writers.append(writer)
-        yield writers
+            sockets.append(await asyncio.open_connection("127.0.0.1", port))
+        yield sockets
     finally:
-        for writer in writers:
+        for _, writer in sockets:
             writer.close()
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), 0.5) == b""
+    except TimeoutError:
+        return False
 
 
 async def test_a_trickling_request_is_cut_at_the_header_timeout(
@@ -83,12 +91,14 @@ async def test_oversized_headers_get_431(start_gateway: GatewayFactory) -> None:
 
 async def test_half_open_sockets_cannot_starve_the_probes(start_gateway: GatewayFactory) -> None:
     gateway = start_gateway(GATEWAY_MAX_SOCKETS=16)
-    async with idle_sockets(gateway.port, 60):
+    async with idle_sockets(gateway.port, 60) as sockets:
         async with httpx.AsyncClient(base_url=gateway.http_url, timeout=5) as http:
             assert (await http.get("/health")).status_code == 200
             assert (await http.get("/ready")).status_code == 200
         async with await Client.connect(f"{gateway.ws_url}/ws") as client:
             await client.ready()
+        evicted = [await closed_by_server(reader) for reader, _ in sockets[:40]]
+    assert all(evicted), "the oldest half-open sockets should have been evicted"
 
 
 async def test_past_the_cap_only_the_probes_answer(start_gateway: GatewayFactory) -> None:
