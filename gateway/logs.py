@@ -67,14 +67,24 @@ def redact(text: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """Masks secrets in a record's message and arguments."""
+    """Masks secrets in a record's message, arguments and traceback text, before
+    any formatter (plain, JSON or other) sees the record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {
+                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 class DropDenialNoise(logging.Filter):
@@ -96,7 +106,8 @@ def configure_logging(level: str) -> None:
 
 
 def install_redaction() -> None:
-    """Add the redaction filter to every root handler (idempotent)."""
+    """Add the redaction filter to every root handler (idempotent): call it again
+    after adding a handler, whatever its formatter."""
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactSecrets) for f in handler.filters):
             handler.addFilter(RedactSecrets())

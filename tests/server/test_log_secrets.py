@@ -7,12 +7,14 @@ scanned for each secret.
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 
 import httpx
 import orjson
 
-from gateway.logs import redact
+from gateway.logs import RedactSecrets, redact
 from tests.adapters.http_helpers import layercode_signature
 from tests.support.client import Client
 from tests.support.process import free_port, gateway_process
@@ -98,3 +100,17 @@ async def test_no_secret_in_the_log_of_a_session_on_every_route() -> None:
     assert "resume%5Ftoken=***" in log
     for secret in (API_KEY, ADMIN_KEY, RETELL_SECRET, OPENAI_KEY, LAYERCODE_SECRET, token, "4921"):
         assert secret not in log, f"{secret!r} leaked into the log"
+
+
+def test_the_filter_masks_arguments_and_tracebacks_for_any_formatter() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "to %s", ("/ws?token=K9",), None)
+    try:
+        raise ValueError("bad url /retell/s3cr3t/call_1?resume_token=K8")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    RedactSecrets().filter(record)
+    text = logging.Formatter("%(message)s").format(record)
+    assert "K9" not in text
+    assert "K8" not in text
+    assert "s3cr3t" not in text
+    assert "/retell/***/call_1" in text
