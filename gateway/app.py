@@ -157,6 +157,7 @@ def create_app(
         store = await CappedStore.wrap(  # GATEWAY_MAX_STORED_SESSIONS (gateway.budgets)
             opened if wrap_store is None else wrap_store(opened),
             max_sessions=settings.max_stored_sessions,
+            log_events=settings.replay_capacity,
         )
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
         log_posture(settings)

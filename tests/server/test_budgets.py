@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 
@@ -89,3 +91,24 @@ async def test_bytes_in_are_throttled_per_connection(start_gateway: GatewayFacto
         elapsed = time.monotonic() - started
     assert len([p for p in pongs if p["type"] == "pong"]) == 81
     assert elapsed > 1.0, f"{elapsed:.2f} s: the byte budget did not hold the client back"
+
+
+async def test_events_without_turns_do_not_grow_the_stored_log(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """``session.update`` after ``session.update`` starts no turn, so the per-turn
+    trim never ran: 64 KB frames at 10/s grew SQLite by 70 MB."""
+    gateway = start_gateway(
+        GATEWAY_REPLAY_EVENTS=16, GATEWAY_RATE_PER_S=1000, GATEWAY_RATE_BURST=1000
+    )
+    async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+        ready = await client.ready()
+        for i in range(100):
+            await client.send({"type": "session.update", "instructions": f"Rule {i}. " * 50})
+        updates = await client.recv_until(lambda e: e.get("instructions", "").startswith("Rule 99"))
+    assert len(updates) == 100
+    with sqlite3.connect(f"file:{tmp_path / 'sessions.db'}?mode=ro", uri=True) as db:
+        (stored,) = db.execute(
+            "SELECT COUNT(*) FROM events WHERE session_id = ?", (ready["session_id"],)
+        ).fetchone()
+    assert 0 < stored <= 32
