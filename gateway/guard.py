@@ -78,6 +78,8 @@ def posture(settings: Settings) -> list[tuple[bool, str]]:
     ]
     caller = " or ".join(methods)
     origins = settings.allowed_origins or "same origin"
+    if settings.public_url:
+        origins += f", {settings.public_url}"
     admin = "; platform sessions with GATEWAY_ADMIN_KEYS" if settings.admin_keys else ""
     hosts = allowed_hosts(settings)
 
@@ -113,6 +115,7 @@ def posture(settings: Settings) -> list[tuple[bool, str]]:
             "OPENAI_COMPAT_API_KEYS",
         ),
     ]
+    lines.append((False, "route /health, /ready: open by design (probes; no session data)"))
     return lines
 
 
