@@ -112,3 +112,20 @@ async def test_events_without_turns_do_not_grow_the_stored_log(
             "SELECT COUNT(*) FROM events WHERE session_id = ?", (ready["session_id"],)
         ).fetchone()
     assert 0 < stored <= 32
+
+
+async def test_behind_a_trusted_proxy_the_cap_counts_the_forwarded_address(
+    start_gateway: GatewayFactory,
+) -> None:
+    """The test client is 127.0.0.1, in ``FORWARDED_ALLOW_IPS`` by default."""
+    gateway = start_gateway(GATEWAY_MAX_SESSIONS_PER_PRINCIPAL=1)
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        one = {"X-Forwarded-For": "203.0.113.5"}
+        two = {"X-Forwarded-For": "198.51.100.7"}
+        assert (await http.post("/sessions", headers=one)).status_code == 201
+        assert (await http.post("/sessions", headers=one)).status_code == 429
+        assert (await http.post("/sessions", headers=two)).status_code == 201
+    untrusted = start_gateway(GATEWAY_MAX_SESSIONS_PER_PRINCIPAL=1, FORWARDED_ALLOW_IPS="10.9.9.9")
+    async with httpx.AsyncClient(base_url=untrusted.http_url) as http:
+        assert (await http.post("/sessions", headers=one)).status_code == 201
+        assert (await http.post("/sessions", headers=two)).status_code == 429

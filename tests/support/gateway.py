@@ -38,6 +38,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_")) or name in (
             "GOOGLE_API_KEY",
             "PORT",
+            "FORWARDED_ALLOW_IPS",
         ):
             monkeypatch.delenv(name)
 

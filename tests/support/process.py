@@ -26,7 +26,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(ENV_PREFIXES) and k not in ("GOOGLE_API_KEY", "PORT")
+        if not k.startswith(ENV_PREFIXES)
+        and k not in ("GOOGLE_API_KEY", "PORT", "FORWARDED_ALLOW_IPS")
     }
     env.update(extra)
     return env
