@@ -12,6 +12,7 @@ from gateway.errors import AuthError
 from gateway.hosts import allowed_hosts, is_loopback, origin_policy
 from gateway.limits import ConnectionLimiter
 from gateway.settings import Settings
+from gateway.transport import socket_cap
 
 log = logging.getLogger("gateway.security")
 
@@ -116,6 +117,15 @@ def posture(settings: Settings) -> list[tuple[bool, str]]:
         ),
     ]
     lines.append((False, "route /health, /ready: open by design (probes; no session data)"))
+    cap = socket_cap(settings.max_sockets, settings.fd_reserve)
+    lines.append(
+        (
+            False,
+            f"sockets: at most {cap} open at once (GATEWAY_MAX_SOCKETS={settings.max_sockets}, "
+            f"file descriptors kept in reserve: {settings.fd_reserve}); "
+            f"headers within {settings.header_timeout_s:g} s and {settings.max_header_bytes} bytes",
+        )
+    )
     return lines
 
 
