@@ -86,7 +86,10 @@ class CrossSiteGuard:
         kind = scope["type"]
         if kind == "websocket" or (kind == "http" and scope["method"] not in SAFE_METHODS):
             headers = Headers(scope=scope)
-            if not self.origins.allows(headers.get("origin"), headers.get("host", "")):
+            origin = headers.get("origin")
+            # A browser that sends no Origin still says where the request came from.
+            cross_site = origin is None and headers.get("sec-fetch-site") == "cross-site"
+            if cross_site or not self.origins.allows(origin, headers.get("host", "")):
                 refusal = _refusal(403, "origin_not_allowed", "this page's origin may not do that")
                 await refusal(scope, receive, send)
                 return

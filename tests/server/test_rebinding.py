@@ -69,6 +69,8 @@ async def test_cross_site_state_changes_are_refused(default: RunningServer) -> N
         assert (await http.post("/sessions", headers=same)).status_code == 201
         assert (await http.delete(f"/sessions/{sid}", headers=same)).status_code == 204
         assert (await http.post("/sessions", headers={"Origin": "null"})).status_code == 403
+        no_origin = {"Sec-Fetch-Site": "cross-site"}  # a browser that left Origin out
+        assert (await http.post("/sessions", headers=no_origin)).status_code == 403
 
 
 async def test_behind_a_proxy_the_public_origin_connects(start_gateway: GatewayFactory) -> None:
