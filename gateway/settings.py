@@ -253,6 +253,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set GATEWAY_JWT_SECRET (HS256) or GATEWAY_JWT_PUBLIC_KEY (RS256), not both"
             )
+        if self.api_keys is not None and self.admin_keys is not None:
+            shared = (
+                parse_api_keys(self.api_keys.get_secret_value()).keys()
+                & parse_api_keys(
+                    self.admin_keys.get_secret_value(), variable="GATEWAY_ADMIN_KEYS"
+                ).keys()
+            )
+            if shared:
+                raise ValueError("GATEWAY_ADMIN_KEYS: an admin key must not also be an API key")
         if self.instructions and self.instructions_file:
             raise ValueError("set GATEWAY_INSTRUCTIONS or GATEWAY_INSTRUCTIONS_FILE, not both")
         if self.instructions_file is not None and not self.instructions_file.is_file():

@@ -105,3 +105,8 @@ async def test_admin_keys_work_only_on_the_session_api(start_gateway: GatewayFac
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
         made = await http.post("/sessions", headers=ADMIN)
     assert (made.status_code, made.json()["error"]["code"]) == (403, "admin_key_not_allowed")
+
+
+def test_an_admin_key_cannot_also_be_an_api_key() -> None:
+    with pytest.raises(SettingsError, match="must not also be an API key"):
+        load_settings(_env_file=None, GATEWAY_API_KEYS=f"carol:{KEY}", GATEWAY_ADMIN_KEYS=KEY)
