@@ -277,6 +277,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             header_timeout_s=settings.header_timeout_s,
             max_header_bytes=settings.max_header_bytes,
             max_sockets=socket_cap(settings.max_sockets, settings.fd_reserve),
+            probe_slots=max(1, settings.fd_reserve // 2),
             max_in_bytes_per_s=settings.max_in_bytes_per_s,
         )
     )

@@ -18,9 +18,10 @@ middleware sees):
 - **Socket cap** (``GATEWAY_MAX_SOCKETS``, lowered to fit ``RLIMIT_NOFILE``
   minus ``GATEWAY_FD_RESERVE``): every socket counts, HTTP, WebSocket and
   half-open alike. At the cap a new socket evicts the oldest one still waiting
-  for its headers (a slow or idle one); if there is none it gets 503. So
-  ``/health`` and ``/ready`` always answer and the process never runs out of
-  file descriptors.
+  for its headers (a slow or idle one); if there is none, it may only ask for
+  ``/health`` or ``/ready`` (up to half the reserve of such sockets), else it gets
+  503. So the probes always answer and the process never runs out of file
+  descriptors.
 - **Bytes in per second** (``GATEWAY_MAX_IN_BYTES_PER_S``) per WebSocket:
   past it the last read is held back and the socket is not read for a while
   (TCP pushes back on the sender); nothing is dropped and nothing grows.
