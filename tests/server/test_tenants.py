@@ -11,6 +11,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from gateway.settings import SettingsError, load_settings
+from gateway.tenants import session_kind
 from tests.support.client import Client
 from tests.support.gateway import ADMIN, GatewayFactory
 from tests.support.servers import RunningServer
@@ -110,3 +111,12 @@ async def test_admin_keys_work_only_on_the_session_api(start_gateway: GatewayFac
 def test_an_admin_key_cannot_also_be_an_api_key() -> None:
     with pytest.raises(SettingsError, match="must not also be an API key"):
         load_settings(_env_file=None, GATEWAY_API_KEYS=f"carol:{KEY}", GATEWAY_ADMIN_KEYS=KEY)
+
+
+def test_session_kinds_include_sessions_stored_before_namespaces() -> None:
+    assert session_kind("s_abc", "alice") == "client"
+    assert session_kind("s_abc", "addr:127.0.0.1") == "client"
+    assert session_kind("s_abc", None) == "client"
+    assert session_kind("retell_abc", "platform:retell") == "retell"
+    assert session_kind("twilio_abc", "twilio") == "twilio"  # owner string of old rows
+    assert session_kind("layercode_abc", None) == "layercode"
