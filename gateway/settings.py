@@ -20,7 +20,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth import check_hs256_secret, parse_api_keys, parse_origins
+from gateway.errors import SettingsError
 from gateway.stores.factory import store_from_url
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
 
@@ -279,10 +282,6 @@ class Settings(BaseSettings):
     @property
     def uses_gemini(self) -> bool:
         return self.gemini_api_key is not None and bool(self.gemini_api_key.get_secret_value())
-
-
-class SettingsError(Exception):
-    """Start-up configuration is invalid; the message names each bad variable."""
 
 
 def load_settings(**overrides: object) -> Settings:

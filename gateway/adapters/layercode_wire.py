@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.adapters.sse import sse_data
+from gateway.errors import RequestError
 
 #: How far a signature's timestamp may be from now, in seconds.
 SIGNATURE_TOLERANCE_S: Final = 300.0
@@ -78,11 +79,11 @@ KNOWN_TYPES: Final = frozenset(
 _WEBHOOK: Final[TypeAdapter[Webhook]] = TypeAdapter(Webhook)
 
 
-class BadWebhook(Exception):
+class BadWebhook(RequestError):
     """The body is not a webhook this adapter can read; the message says why."""
 
 
-class UnknownWebhook(Exception):
+class UnknownWebhook(RequestError):
     """A well-formed webhook of a type this adapter does not know."""
 
     def __init__(self, type_: str, turn_id: str | None) -> None:
