@@ -57,6 +57,8 @@ class SessionCreated(_Strict):
 
 class SessionSummary(_Strict):
     session_id: str
+    #: ``client``, or the platform whose call it is (only admin keys see those).
+    kind: Literal["client", "twilio", "retell", "layercode"]
     created_at: float
     updated_at: float
     live: bool

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -20,6 +21,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
+from gateway.budgets import CappedStore
 from gateway.check import CheckFailed, check_provider
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
@@ -31,7 +33,8 @@ from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
 from gateway.errors import AuthError
 from gateway.generation import ProviderPolicy
-from gateway.guard import Guard
+from gateway.guard import Guard, log_posture
+from gateway.hosts import BrowserGate
 from gateway.instrumented import InstrumentedProvider, InstrumentedStore
 from gateway.logformat import describe_store
 from gateway.ops import Telemetry, ops_middleware, ops_routes
@@ -45,7 +48,9 @@ from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import open_store
+from gateway.tenants import address_principal
 from gateway.tracing import Tracing
+from gateway.transport import TransportLimits, protocol_classes, socket_cap
 
 log = logging.getLogger("gateway")
 
@@ -120,6 +125,8 @@ def create_app(
         system_instruction=settings.system_instruction(),
         language=settings.language,
         max_text_chars=settings.max_text_chars,
+        max_instructions_chars=settings.max_instructions_chars,
+        max_session_chars=settings.max_session_chars,
         max_chunk_chars=settings.max_chunk_chars,
         generation=settings.generation(),
         context=settings.context_budget(),
@@ -148,9 +155,14 @@ def create_app(
         except StoreLocked as locked:
             log.error("%s", locked)
             raise
-        store = opened if wrap_store is None else wrap_store(opened)
-        store = InstrumentedStore(store, telemetry.metrics, telemetry.tracing)
+        capped = await CappedStore.wrap(  # GATEWAY_MAX_STORED_SESSIONS (gateway.budgets)
+            opened if wrap_store is None else wrap_store(opened),
+            max_sessions=settings.max_stored_sessions,
+            log_events=settings.replay_capacity,
+        )
+        store = InstrumentedStore(capped, telemetry.metrics, telemetry.tracing)
         log.info("session store: %s", describe_store(settings.store_url))
+        log_posture(settings)
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -205,7 +217,8 @@ def create_app(
 
         async def opener(connection: Connection) -> SessionRuntime:
             if resume is None:
-                runtime, _ = await manager.start(connection, principal=name)
+                owner = name or address_principal(websocket)  # gateway.tenants
+                runtime, _ = await manager.start(connection, principal=owner)
                 return runtime
             session_id, token, last_seq = resume
             return await manager.resume(
@@ -230,9 +243,11 @@ def create_app(
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
-    app = Starlette(
-        routes=routes, lifespan=lifespan, middleware=ops_middleware(settings, telemetry)
-    )
+    # Outermost first: request ids and edge metrics see every request, refused ones too;
+    # then the host and origin gate; then CORS and OPTIONS.
+    middleware = ops_middleware(settings, telemetry)
+    middleware.insert(1, Middleware(BrowserGate, settings=settings))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.telemetry = telemetry
     return app
 
@@ -274,9 +289,25 @@ async def drain(app: Starlette, settings: Settings) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Server options that belong to the gateway's behaviour (used by the CLI and tests)."""
+    """Server options that belong to the gateway's behaviour (used by the CLI and tests):
+    the protocol classes of :mod:`gateway.transport` carry the connection limits."""
+    http, ws = protocol_classes(
+        TransportLimits(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_sockets=socket_cap(settings.max_sockets, settings.fd_reserve),
+            probe_slots=max(1, settings.fd_reserve // 2),
+            max_in_bytes_per_s=settings.max_in_bytes_per_s,
+        )
+    )
     return {
-        "ws": "websockets-sansio",
+        "http": http,
+        "ws": ws,
+        "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
+        # No permessage-deflate: text frames are small, and compression would let a
+        # client send many times the byte budget (and costs zlib state per socket).
+        "ws_per_message_deflate": False,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.auth import parse_api_keys, parse_origins
+from gateway.auth import check_hs256_secret, parse_api_keys, parse_origins
 from gateway.core.context import ContextBudget
 from gateway.core.history import GenerationSettings, ThinkingLevel
 from gateway.errors import SettingsError
@@ -237,6 +237,68 @@ class Settings(BaseSettings):
         Field(pattern=r"^https?://\S+$", validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     ] = None
 
+    # --- security, second pass (README: Security) ---------------------------------
+    admin_keys: Annotated[SecretStr | None, Field(validation_alias="GATEWAY_ADMIN_KEYS")] = None
+    allowed_hosts: Annotated[str | None, Field(validation_alias="GATEWAY_ALLOWED_HOSTS")] = None
+    forwarded_allow_ips: Annotated[str, Field(validation_alias="FORWARDED_ALLOW_IPS")] = (
+        "127.0.0.1,::1"
+    )
+    max_stored_sessions: Annotated[
+        int, Field(ge=1, validation_alias="GATEWAY_MAX_STORED_SESSIONS")
+    ] = 10000
+    max_instructions_chars: Annotated[
+        int, Field(ge=1, validation_alias="GATEWAY_MAX_INSTRUCTIONS_CHARS")
+    ] = 8000
+    max_session_chars: Annotated[
+        int, Field(ge=1000, validation_alias="GATEWAY_MAX_SESSION_CHARS")
+    ] = 200_000
+    max_in_bytes_per_s: Annotated[
+        int, Field(ge=1024, validation_alias="GATEWAY_MAX_IN_BYTES_PER_S")
+    ] = 262_144
+    header_timeout_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT_S")] = (
+        10.0
+    )
+    max_header_bytes: Annotated[
+        int, Field(ge=1024, le=65536, validation_alias="GATEWAY_MAX_HEADER_BYTES")
+    ] = 16384
+    max_sockets: Annotated[int, Field(ge=8, validation_alias="GATEWAY_MAX_SOCKETS")] = 2048
+    fd_reserve: Annotated[int, Field(ge=8, validation_alias="GATEWAY_FD_RESERVE")] = 64
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _admin_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value(), variable="GATEWAY_ADMIN_KEYS")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_hs256_secret(value.get_secret_value())
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_parse(cls, value: str | None) -> str | None:
+        for host in (value or "").split(","):
+            host = host.strip()
+            if (
+                host
+                and host != "*"
+                and (
+                    "/" in host
+                    or "*" in host[1:]
+                    or host.startswith("*")
+                    and not host.startswith("*.")
+                )
+            ):
+                raise ValueError(
+                    f"GATEWAY_ALLOWED_HOSTS: {host!r} is not a host name like "
+                    "voice.example.com or *.example.com"
+                )
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
@@ -282,6 +344,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set GATEWAY_JWT_SECRET (HS256) or GATEWAY_JWT_PUBLIC_KEY (RS256), not both"
             )
+        if self.api_keys is not None and self.admin_keys is not None:
+            shared = (
+                parse_api_keys(self.api_keys.get_secret_value()).keys()
+                & parse_api_keys(
+                    self.admin_keys.get_secret_value(), variable="GATEWAY_ADMIN_KEYS"
+                ).keys()
+            )
+            if shared:
+                raise ValueError("GATEWAY_ADMIN_KEYS: an admin key must not also be an API key")
         if self.instructions and self.instructions_file:
             raise ValueError("set GATEWAY_INSTRUCTIONS or GATEWAY_INSTRUCTIONS_FILE, not both")
         if self.instructions_file is not None and not self.instructions_file.is_file():
