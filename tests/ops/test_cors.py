@@ -37,6 +37,7 @@ async def test_cors_lets_a_configured_origin_call_the_api(start_gateway: Gateway
     assert created.headers["access-control-allow-origin"] == APP
     assert "x-request-id" in created.headers["access-control-expose-headers"]
     assert "access-control-allow-origin" not in foreign.headers
+    assert foreign.status_code == 403  # the cross-site guard still refuses other pages
     assert bad_preflight.status_code == 400
 
 
