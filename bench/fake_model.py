@@ -39,16 +39,17 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from tests.support.fake_gemini import text_event  # noqa: E402
+from tests.support.fake_gemini import text_event
 
 #: The reply, cycled to the wanted length. The first sentence is long, with commas.
-REPLY_WORDS = (
+REPLY_TEXT = (
     "Sure, I can help with that, and here is what I found about the weather in Lisbon "
     "for the rest of the week, starting tomorrow morning. It will be sunny and warm, "
     "with a high of twenty four degrees. A light breeze comes from the west in the "
     "afternoon. Would you like me to check the forecast for another city as well? "
     "I can also tell you about the sea temperature and the best time for a walk."
-).split()
+)
+REPLY_WORDS = tuple(REPLY_TEXT.split(" "))
 
 _MODEL_PACE = re.compile(r"-(?P<key>[tfrp])(?P<value>\d+)")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

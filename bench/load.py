@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import random
 import signal
@@ -289,6 +290,7 @@ async def run_load(
     spread_s: float = 1.0,
     on_ready: Callable[[], Awaitable[None]] | None = None,
     on_done: Callable[[], Awaitable[None]] | None = None,
+    turn_timeout_s: float = 300.0,
 ) -> LoadResult:
     """``sessions`` conversations of ``turns`` turns each, all at once.
 
@@ -315,7 +317,7 @@ async def run_load(
         await asyncio.sleep(random.uniform(0, spread_s))
         for i in range(turns):
             try:
-                sample = await c.turn(i)
+                sample = await asyncio.wait_for(c.turn(i), turn_timeout_s)
             except Exception:  # noqa: BLE001 - counted, the run goes on
                 errors += 1
                 return
@@ -356,10 +358,8 @@ async def probe(url: str, interval_s: float) -> list[float]:
                 if event.get("type") == "pong" and event.get("id") == n:
                     break
             rtts.append((time.perf_counter() - sent) * 1000)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
     return rtts
 
 

@@ -86,20 +86,25 @@ class Relay:
         assert self._http is not None
         body = orjson.dumps({"contents": history})
         parts: list[str] = []
-        async with self._http.stream("POST", self._url, content=body) as response:
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                event = orjson.loads(line[6:])
-                for candidate in event.get("candidates", ())[:1]:
-                    for part in candidate.get("content", {}).get("parts", ()):
-                        if piece := part.get("text"):
-                            parts.append(piece)
-                            frame = orjson.dumps({"type": "response.tts", "text": piece})
-                            await send({"type": "websocket.send", "text": frame.decode()})
-        reply = "".join(parts)
-        history.append({"role": "model", "parts": [{"text": reply}]})
-        await send({"type": "websocket.send", "text": '{"type":"response.end"}'})
+        status = "failed"
+        try:
+            async with self._http.stream("POST", self._url, content=body) as response:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    event = orjson.loads(line[6:])
+                    for candidate in event.get("candidates", ())[:1]:
+                        for part in candidate.get("content", {}).get("parts", ()):
+                            if piece := part.get("text"):
+                                parts.append(piece)
+                                frame = orjson.dumps({"type": "response.tts", "text": piece})
+                                await send({"type": "websocket.send", "text": frame.decode()})
+            status = "completed"
+        finally:
+            history.append({"role": "model", "parts": [{"text": "".join(parts)}]})
+            end = orjson.dumps({"type": "response.end", "status": status}).decode()
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.send", "text": end})
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -42,8 +43,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.fake_model import Pace  # noqa: E402
-from bench.load import (  # noqa: E402
+from bench.fake_model import Pace
+from bench.load import (
     Conversation,
     LayercodeConversation,
     LoadResult,
@@ -56,7 +57,7 @@ from bench.load import (  # noqa: E402
     http_client,
     run_load,
 )
-from bench.procs import ROOT, Proc, cores, free_port, pin_self, started  # noqa: E402
+from bench.procs import ROOT, Proc, cores, free_port, pin_self, started
 
 #: Environment prefixes the gateway under test must not inherit from the shell.
 _FOREIGN = ("GEMINI_", "GATEWAY_", "GOOGLE_", "TWILIO_", "RETELL_", "LAYERCODE_", "OPENAI_")
@@ -259,20 +260,36 @@ async def sweep(
     rows = []
     try:
         for n in args.sessions:
-            turns = args.turns or turns_for(n, args.turn_budget, 20)
+            turns = args.turns or turns_for(n, args.turn_budget, 6 if args.quick else 20)
             common = {"think_s": args.think_s, "client_core": client_core}
             trio = [
                 await measure(
-                    "model", lambda: ModelConversation(model_http, "bench"), n, turns, tokens,
+                    "model",
+                    lambda: ModelConversation(model_http, "bench"),
+                    n,
+                    turns,
+                    tokens,
                     **common,
                 ),
                 await measure(
-                    "relay", lambda: NativeConversation(relay_url), n, turns, tokens,
-                    proc=relay_proc, probe_url=relay_url, **common,
+                    "relay",
+                    lambda: NativeConversation(relay_url),
+                    n,
+                    turns,
+                    tokens,
+                    proc=relay_proc,
+                    probe_url=relay_url,
+                    **common,
                 ),
                 await measure(
-                    "gateway", lambda: NativeConversation(gw_url), n, turns, tokens,
-                    proc=gw, probe_url=gw_url, **common,
+                    "gateway",
+                    lambda: NativeConversation(gw_url),
+                    n,
+                    turns,
+                    tokens,
+                    proc=gw,
+                    probe_url=gw_url,
+                    **common,
                 ),
             ]
             for p in trio:
@@ -310,9 +327,21 @@ async def sweep(
     _say(
         _md(
             [
-                "N", "server", "turns", "1st chunk p50 ms", "p95", "p99", "gap p50 ms",
-                "gap p99", "turns/s", "CPU ms/turn", "CPU ms/token", "RSS MB",
-                "probe p99 ms", "stall max ms", "errors",
+                "N",
+                "server",
+                "turns",
+                "1st chunk p50 ms",
+                "p95",
+                "p99",
+                "gap p50 ms",
+                "gap p99",
+                "turns/s",
+                "CPU ms/turn",
+                "CPU ms/token",
+                "RSS MB",
+                "probe p99 ms",
+                "stall max ms",
+                "errors",
             ],
             rows,
         )
@@ -433,26 +462,62 @@ def targets(
     g, r = _nearest(points, "gateway", 100), _nearest(points, "relay", 100)
     if g and r:
         ratio = g.cpu_ms_per_token / r.cpu_ms_per_token
-        row("CPU ms per token vs relay", f"N={g.sessions}", g.cpu_ms_per_token,
-            r.cpu_ms_per_token, ratio, "ratio ≤ 1.5", ratio <= 1.5)
+        row(
+            "CPU ms per token vs relay",
+            f"N={g.sessions}",
+            g.cpu_ms_per_token,
+            r.cpu_ms_per_token,
+            ratio,
+            "ratio ≤ 1.5",
+            ratio <= 1.5,
+        )
     if "gateway" in lengths and "relay" in lengths:
         gl = lengths["gateway"]
-        row("CPU ms per turn, turn L vs turn 1", "L turns", gl.cpu_last_ms, gl.cpu_first_ms,
-            gl.ratio, "ratio ≤ 1.2", gl.ratio <= 1.2)
+        row(
+            "CPU ms per turn, turn L vs turn 1",
+            "L turns",
+            gl.cpu_last_ms,
+            gl.cpu_first_ms,
+            gl.ratio,
+            "ratio ≤ 1.2",
+            gl.ratio <= 1.2,
+        )
     g, r = _nearest(points, "gateway", 200), _nearest(points, "relay", 200)
     if g and r:
         diff = pct(g.firsts(), 99) - pct(r.firsts(), 99)
-        row("p99 first chunk minus relay's (ms)", f"N={g.sessions}", pct(g.firsts(), 99),
-            pct(r.firsts(), 99), diff, "≤ 100 ms", diff <= 100)
+        row(
+            "p99 first chunk minus relay's (ms)",
+            f"N={g.sessions}",
+            pct(g.firsts(), 99),
+            pct(r.firsts(), 99),
+            diff,
+            "≤ 100 ms",
+            diff <= 100,
+        )
     g, r = _nearest(points, "gateway", 100), _nearest(points, "relay", 100)
     if g and r:
-        row("event-loop stall, worst probe round trip (ms)", f"N={g.sessions}", g.stall_ms,
-            r.stall_ms, g.stall_ms, "≤ 20 ms", g.stall_ms <= 20)
+        row(
+            "event-loop stall, worst probe round trip (ms)",
+            f"N={g.sessions}",
+            g.stall_ms,
+            r.stall_ms,
+            g.stall_ms,
+            "≤ 20 ms",
+            g.stall_ms <= 20,
+        )
     if "gateway" in idle:
-        row("idle session (KiB of RSS)", "", idle["gateway"], idle.get("relay", math.nan),
-            idle["gateway"], "≤ 20 KiB", idle["gateway"] <= 20)
-    rows.append(["throughput on 2 workers vs 1", "", "–", "–", "–", "≥ 1.8×",
-                 "n/a (needs a shared store)"])
+        row(
+            "idle session (KiB of RSS)",
+            "",
+            idle["gateway"],
+            idle.get("relay", math.nan),
+            idle["gateway"],
+            "≤ 20 KiB",
+            idle["gateway"] <= 20,
+        )
+    rows.append(
+        ["throughput on 2 workers vs 1", "", "–", "–", "–", "≥ 1.8×", "n/a (needs a shared store)"]
+    )
     return rows
 
 
@@ -478,7 +543,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.sessions is None:
         args.sessions = [1, 10, 50] if quick else [1, 10, 30, 50, 100, 200, 300, 1000]
     if args.turn_budget is None:
-        args.turn_budget = 40 if quick else 100
+        args.turn_budget = 12 if quick else 100
     if args.length is None:
         args.length = 60 if quick else 300
     if args.idle is None:
@@ -531,13 +596,21 @@ async def run(args: argparse.Namespace) -> None:
         _say(
             _md(
                 [
-                    "server", f"CPU ms/turn, turns 1–{window}", f"last {window} turns",
-                    "ratio", "1st chunk ms, early", "late",
+                    "server",
+                    f"CPU ms/turn, turns 1–{window}",
+                    f"last {window} turns",
+                    "ratio",
+                    "1st chunk ms, early",
+                    "late",
                 ],
                 [
                     [
-                        r.server, fmt(r.cpu_first_ms, 1), fmt(r.cpu_last_ms, 1),
-                        fmt(r.ratio, 2), fmt(r.first_chunk_first, 1), fmt(r.first_chunk_last, 1),
+                        r.server,
+                        fmt(r.cpu_first_ms, 1),
+                        fmt(r.cpu_last_ms, 1),
+                        fmt(r.ratio, 2),
+                        fmt(r.first_chunk_first, 1),
+                        fmt(r.first_chunk_last, 1),
                     ]
                     for r in lengths.values()
                 ],
@@ -568,8 +641,12 @@ async def run(args: argparse.Namespace) -> None:
             _md(
                 ["route", "p50 ms", "max ms", "p50 minus the model's"],
                 [
-                    [name, fmt(pct(v, 50)), fmt(max(v) if v else math.nan),
-                     fmt(pct(v, 50) - model_p50)]
+                    [
+                        name,
+                        fmt(pct(v, 50)),
+                        fmt(max(v) if v else math.nan),
+                        fmt(pct(v, 50) - model_p50),
+                    ]
                     for name, v in by_route
                 ],
             )
@@ -589,6 +666,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that every started process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(run(parse_args(argv)))
 
 
