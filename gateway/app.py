@@ -116,6 +116,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         language=settings.language,
         max_text_chars=settings.max_text_chars,
         max_chunk_chars=settings.max_chunk_chars,
+        chunk_mode=settings.chunking,
     )
 
     guard = Guard.from_settings(settings)

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth import parse_api_keys, parse_origins
+from gateway.core.chunker import ChunkMode
 from gateway.stores.factory import store_from_url
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
@@ -144,6 +145,22 @@ class Settings(BaseSettings):
         "Hello! How can I help you today?"
     )
     openai_api_keys: Annotated[str | None, Field(validation_alias="OPENAI_COMPAT_API_KEYS")] = None
+    # How eagerly each route releases a reply (see gateway.core.chunker.ChunkMode): whole
+    # sentences for clients that speak each chunk; words where the platform streams text
+    # into its own TTS chunking (Twilio, Retell, OpenAI-compatible hooks, Layercode).
+    chunking: Annotated[ChunkMode, Field(validation_alias="GATEWAY_CHUNKING")] = ChunkMode.SENTENCE
+    twilio_chunking: Annotated[ChunkMode, Field(validation_alias="TWILIO_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    retell_chunking: Annotated[ChunkMode, Field(validation_alias="RETELL_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    layercode_chunking: Annotated[ChunkMode, Field(validation_alias="LAYERCODE_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    openai_chunking: Annotated[ChunkMode, Field(validation_alias="OPENAI_COMPAT_CHUNKING")] = (
+        ChunkMode.WORD
+    )
 
     @field_validator("api_keys")
     @classmethod

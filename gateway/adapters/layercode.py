@@ -41,6 +41,7 @@ from gateway.adapters.sse import (
     TurnFollower,
     read_body,
 )
+from gateway.core.chunker import ChunkMode
 from gateway.core.events import SetHistory, UserMessage
 from gateway.core.history import Message
 from gateway.deps import manager_of
@@ -72,11 +73,15 @@ def apology_for(language: str | None) -> str:
     return APOLOGIES.get(prefix, APOLOGIES["en"])
 
 
-async def _open(manager: SessionManager, conversation_id: str) -> SessionRuntime:
-    """The conversation's live runtime (never one that is stopping)."""
+async def _open(
+    manager: SessionManager, conversation_id: str, chunk_mode: ChunkMode
+) -> SessionRuntime:
+    """The conversation's live runtime (never one that is stopping), cutting replies
+    in ``chunk_mode``."""
     for _ in range(3):
         runtime = await manager.open_keyed(KIND, conversation_id)
         if not runtime.stopping:
+            runtime.session.use_chunk_mode(chunk_mode)
             return runtime
     raise StoreError("the conversation's session keeps stopping")
 
@@ -91,11 +96,11 @@ async def _only_end(turn_id: str | None) -> Frames:
         yield wire.end(turn_id)
 
 
-async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
+async def _answer(manager: SessionManager, hook: MessageHook, chunk_mode: ChunkMode) -> Frames:
     """The SSE frames answering one ``message`` webhook."""
     turn_id = hook.turn_id
     try:
-        runtime = await _open(manager, hook.conversation_id)
+        runtime = await _open(manager, hook.conversation_id, chunk_mode)
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot open conversation=%s", hook.conversation_id)
         yield _problem(503, "session_unavailable", "the conversation cannot be opened now")
@@ -135,10 +140,12 @@ async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
     yield wire.end(turn_id)
 
 
-async def _welcome(manager: SessionManager, hook: SessionStartHook, welcome: str) -> Frames:
+async def _welcome(
+    manager: SessionManager, hook: SessionStartHook, welcome: str, chunk_mode: ChunkMode
+) -> Frames:
     """The welcome turn: speak the configured welcome and add it to the history."""
     try:
-        runtime = await _open(manager, hook.conversation_id)
+        runtime = await _open(manager, hook.conversation_id, chunk_mode)
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot open conversation=%s", hook.conversation_id)
         yield _problem(503, "session_unavailable", "the conversation cannot be opened now")
@@ -198,9 +205,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
         manager = manager_of(request)
         match hook:
             case MessageHook():
-                return SseResponse(_answer(manager, hook))
+                return SseResponse(_answer(manager, hook, settings.layercode_chunking))
             case SessionStartHook():
-                return SseResponse(_welcome(manager, hook, welcome))
+                return SseResponse(_welcome(manager, hook, welcome, settings.layercode_chunking))
             case SessionEndHook():
                 return await _end_session(manager, hook)
             case SessionUpdateHook() | DataHook():

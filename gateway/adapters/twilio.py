@@ -234,6 +234,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
         key = await _await_setup(websocket, codec)
         if key is None:
             return
-        await serve_keyed(websocket, codec, kind=PLATFORM, key=key, settings=settings)
+        await serve_keyed(
+            websocket,
+            codec,
+            kind=PLATFORM,
+            key=key,
+            settings=settings,
+            chunk_mode=settings.twilio_chunking,
+        )
 
     return [WebSocketRoute("/twilio", endpoint)]

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.connection import Codec, Connection, InputLimits
+from gateway.core.chunker import ChunkMode
 from gateway.core.codes import CloseCode
 from gateway.deps import manager_of
 from gateway.runtime import SessionRuntime
@@ -94,11 +95,13 @@ async def serve_keyed(
     key: str,
     settings: Settings,
     opening: Callable[[SessionRuntime], Sequence[str]] = _no_opening,
+    chunk_mode: ChunkMode | None = None,
 ) -> None:
     """Serve an accepted WebSocket on the session the platform calls ``key``.
 
     ``opening(runtime)`` gives the frames the platform expects first (Retell's
     config and begin message); they are sent before any session event.
+    ``chunk_mode`` is how the route's replies are cut (default: the session's).
     """
     manager = manager_of(websocket)
     try:
@@ -111,6 +114,8 @@ async def serve_keyed(
         log.exception("%s: session store failed while opening a session", kind)
         await websocket.close(CloseCode.INTERNAL_ERROR, "session store unavailable")
         return
+    if chunk_mode is not None:
+        runtime.session.use_chunk_mode(chunk_mode)
     session_id = runtime.session.id
     connection = Connection(
         websocket,

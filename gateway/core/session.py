@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.core.chunker import Chunker, ChunkerConfig
+from gateway.core.chunker import Chunker, ChunkerConfig, ChunkMode
 from gateway.core.codes import CloseCode, ErrorCode
 from gateway.core.effects import (
     CancelGeneration,
@@ -75,6 +75,7 @@ class SessionConfig:
     first_chunk_min_chars: int = 40
     first_chunk_max_chars: int = 120
     max_chunk_chars: int = 300
+    chunk_mode: ChunkMode = ChunkMode.SENTENCE
 
 
 class _Turn:
@@ -125,6 +126,7 @@ class Session:
         self._config = config
         self._instructions = config.system_instruction
         self._language = config.language
+        self._chunk_mode = config.chunk_mode
         self._history: tuple[Message, ...] = ()
         self._seq = 0
         self._turns = 0
@@ -509,6 +511,11 @@ class Session:
 
     # --- turns -------------------------------------------------------------------
 
+    def use_chunk_mode(self, mode: ChunkMode) -> None:
+        """Cut the replies of turns started from now on in ``mode`` (the route's choice,
+        set by its adapter each time it opens the session; not part of the state)."""
+        self._chunk_mode = mode
+
     def _new_chunker(self) -> Chunker:
         cfg = self._config
         return Chunker(
@@ -517,6 +524,7 @@ class Session:
                 first_chunk_min_chars=cfg.first_chunk_min_chars,
                 first_chunk_max_chars=cfg.first_chunk_max_chars,
                 max_chunk_chars=cfg.max_chunk_chars,
+                mode=self._chunk_mode,
             )
         )
 
