@@ -265,4 +265,5 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws": "websockets-sansio",
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
+        "ws_per_message_deflate": settings.ws_deflate,
     }

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
         "Hello! How can I help you today?"
     )
     openai_api_keys: Annotated[str | None, Field(validation_alias="OPENAI_COMPAT_API_KEYS")] = None
+    # permessage-deflate costs ~46 KiB of zlib state per connection (bench/idle_memory.py)
+    # and CPU per frame, to shrink frames of a few hundred bytes: off unless asked for.
+    ws_deflate: Annotated[bool, Field(validation_alias="GATEWAY_WS_DEFLATE")] = False
     # How eagerly each route releases a reply (see gateway.core.chunker.ChunkMode): whole
     # sentences for clients that speak each chunk; words where the platform streams text
     # into its own TTS chunking (Twilio, Retell, OpenAI-compatible hooks, Layercode).
