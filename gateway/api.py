@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.auth import AuthError
 from gateway.core.records import TurnRecord
+from gateway.core.state import StateError, decode_state
 from gateway.guard import Guard
 from gateway.sessions import SessionManager, TooManySessions
 from gateway.stores.base import SessionMeta, SessionStore, StoreError
@@ -41,6 +43,14 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     if not isinstance(created_at, int | float) or not isinstance(session_id, str):
         raise ValueError("cursor is not one this API returned")
     return float(created_at), session_id
+
+
+def _usage(state: bytes) -> dict[str, Any] | None:
+    """The session's token totals from its stored state (``None`` if unreadable)."""
+    try:
+        return asdict(decode_state(state).usage)
+    except StateError:
+        return None
 
 
 def _turn(record: TurnRecord) -> dict[str, Any]:
@@ -148,7 +158,13 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         if stored is None or not _owned(stored.meta, caller):
             return _problem(404, "unknown_session", "no such session")
         turns = await store.list_turns(session_id)
-        return JSONResponse({**summary(stored.meta, request), "turns": [_turn(t) for t in turns]})
+        return JSONResponse(
+            {
+                **summary(stored.meta, request),
+                "usage": _usage(stored.state),
+                "turns": [_turn(t) for t in turns],
+            }
+        )
 
     async def delete_session(request: Request) -> Response:
         caller = _caller(request)

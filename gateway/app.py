@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import AuthError, chosen_subprotocol
+from gateway.check import CheckFailed, check_provider
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -30,7 +31,7 @@ from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
 from gateway.guard import Guard
 from gateway.providers.base import LLMProvider
-from gateway.providers.offline import OfflineProvider
+from gateway.providers.factory import build_provider
 from gateway.runtime import ProviderPolicy
 from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, TooManySessions
 from gateway.settings import Settings
@@ -50,20 +51,6 @@ class WebFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "no-cache"
         return response
-
-
-def build_provider(settings: Settings) -> LLMProvider:
-    """Gemini when a key is set, the offline provider otherwise."""
-    if settings.uses_gemini and settings.gemini_api_key is not None:
-        from gateway.providers.gemini import GeminiProvider
-
-        return GeminiProvider(
-            api_key=settings.gemini_api_key.get_secret_value(),
-            model=settings.gemini_model,
-            base_url=settings.gemini_base_url,
-            timeout_s=settings.gemini_timeout_s,
-        )
-    return OfflineProvider(token_delay_s=settings.offline_token_delay_ms / 1000)
 
 
 class NativeCodec:
@@ -117,6 +104,10 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         max_text_chars=settings.max_text_chars,
         max_chunk_chars=settings.max_chunk_chars,
         chunk_mode=settings.chunking,
+        generation=settings.generation(),
+        context=settings.context_budget(),
+        max_session_tokens=settings.max_session_tokens,
+        fallback_text=settings.fallback_lines(),
     )
 
     guard = Guard.from_settings(settings)
@@ -126,11 +117,13 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         llm = provider if provider is not None else build_provider(settings)
         if llm.name == "offline":
             log.warning(
-                "No GEMINI_API_KEY or GOOGLE_API_KEY set: serving the built-in OFFLINE provider "
+                "No GEMINI_API_KEY or OPENAI_API_KEY set: serving the built-in OFFLINE provider "
                 "(deterministic echo replies, no network). Set GEMINI_API_KEY to talk to Gemini."
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
+            if settings.check_provider:
+                await _check_at_start(llm)
         store = await open_store(settings.store_url)
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
         config = ManagerConfig(
@@ -233,6 +226,17 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _check_at_start(llm: LLMProvider) -> None:
+    """``GATEWAY_CHECK_PROVIDER``: refuse to start when the key or model is wrong."""
+    try:
+        result = await check_provider(llm)
+    except CheckFailed as failed:
+        await llm.aclose()
+        log.error("provider check failed, not starting: %s", failed)
+        raise
+    log.info("provider check: %s", result.describe())
 
 
 def input_limits(settings: Settings) -> InputLimits:

@@ -44,7 +44,7 @@ from gateway.core.events import (
     ServerEvent,
     SessionReconnect,
 )
-from gateway.core.history import GenerationRequest
+from gateway.core.history import Finish, GenerationRequest, StreamItem, Usage
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
@@ -134,7 +134,7 @@ def _frame(event: ServerEvent) -> LoggedEvent:
     return LoggedEvent(event.seq, event.type, None, wire.encode(event))
 
 
-async def _aclose(stream: AsyncIterator[str]) -> None:
+async def _aclose(stream: AsyncIterator[StreamItem]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
@@ -452,7 +452,7 @@ class SessionRuntime:
         attempt = 0
         while True:
             try:
-                await self._stream_turn(request)
+                finish = await self._stream_turn(request)
             except ProviderError as exc:
                 if (
                     exc.retryable
@@ -498,27 +498,28 @@ class SessionRuntime:
                     detail="internal_error",
                 )
             else:
-                self.session.provider_done(turn_id, self._clock())
+                self.session.provider_done(turn_id, self._clock(), finish)
             break
         if self._generations.get(turn_id) is asyncio.current_task():
             del self._generations[turn_id]
         self._apply()
 
-    async def _stream_turn(self, request: GenerationRequest) -> None:
+    async def _stream_turn(self, request: GenerationRequest) -> Finish | None:
         """Feed one provider stream to the core, with first-token and between-token
-        timeouts; the stream is closed however this ends."""
+        timeouts, and return how it finished; the stream is closed however this ends."""
         turn_id = request.turn_id
         policy = self._policy
         stream = self._provider.stream(request)
         iterator = aiter(stream)
         limit = policy.first_token_timeout_s
+        finish: Finish | None = None
         try:
             while True:
                 try:
                     async with asyncio.timeout(limit):
-                        delta = await anext(iterator)
+                        item = await anext(iterator)
                 except StopAsyncIteration:
-                    return
+                    return finish
                 except TimeoutError as exc:
                     what = "first text" if limit == policy.first_token_timeout_s else "next text"
                     raise ProviderError(
@@ -526,8 +527,14 @@ class SessionRuntime:
                         code="timeout",
                         retryable=True,
                     ) from exc
+                if isinstance(item, Usage):
+                    self.session.provider_usage(turn_id, item)
+                    continue
+                if isinstance(item, Finish):
+                    finish = item
+                    continue
                 limit = policy.token_timeout_s
-                self.session.provider_delta(turn_id, delta, self._clock())
+                self.session.provider_delta(turn_id, item, self._clock())
                 self._apply()
         finally:
             await _aclose(stream)

@@ -6,6 +6,7 @@ bad value is reported with the variable's own name.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,9 +22,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth import parse_api_keys, parse_origins
 from gateway.core.chunker import ChunkMode
+from gateway.core.context import ContextBudget
+from gateway.core.history import GenerationSettings, ThinkingLevel
+from gateway.providers.factory import PROVIDERS
 from gateway.stores.factory import store_from_url
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -49,6 +54,40 @@ class Settings(BaseSettings):
         str | None, Field(pattern=r"^https?://\S+$", validation_alias="GEMINI_BASE_URL")
     ] = None
     gemini_timeout_s: Annotated[float, Field(gt=0, validation_alias="GEMINI_TIMEOUT_S")] = 60.0
+    gemini_thinking_level: Annotated[
+        ThinkingLevel | None, Field(validation_alias="GEMINI_THINKING_LEVEL")
+    ] = None
+    gemini_thinking_budget: Annotated[
+        int | None, Field(ge=-1, validation_alias="GEMINI_THINKING_BUDGET")
+    ] = None
+
+    provider: Annotated[str | None, Field(validation_alias="GATEWAY_PROVIDER")] = None
+    openai_api_key: Annotated[SecretStr | None, Field(validation_alias="OPENAI_API_KEY")] = None
+    openai_base_url: Annotated[
+        str | None, Field(pattern=r"^https?://\S+$", validation_alias="OPENAI_BASE_URL")
+    ] = None
+    openai_model: Annotated[str, Field(min_length=1, validation_alias="OPENAI_MODEL")] = (
+        DEFAULT_OPENAI_MODEL
+    )
+    openai_timeout_s: Annotated[float, Field(gt=0, validation_alias="OPENAI_TIMEOUT_S")] = 60.0
+    check_provider: Annotated[bool, Field(validation_alias="GATEWAY_CHECK_PROVIDER")] = False
+
+    temperature: Annotated[
+        float | None, Field(ge=0, le=2, validation_alias="GATEWAY_TEMPERATURE")
+    ] = None
+    max_output_tokens: Annotated[
+        int | None, Field(ge=1, validation_alias="GATEWAY_MAX_OUTPUT_TOKENS")
+    ] = None
+    fallback_text: Annotated[str | None, Field(validation_alias="GATEWAY_FALLBACK_TEXT")] = None
+    max_session_tokens: Annotated[
+        int | None, Field(ge=1, validation_alias="GATEWAY_MAX_SESSION_TOKENS")
+    ] = None
+    max_history_tokens: Annotated[
+        int, Field(ge=0, validation_alias="GATEWAY_MAX_HISTORY_TOKENS")
+    ] = 16000
+    max_history_messages: Annotated[
+        int, Field(ge=0, validation_alias="GATEWAY_MAX_HISTORY_MESSAGES")
+    ] = 200
 
     instructions: Annotated[str | None, Field(validation_alias="GATEWAY_INSTRUCTIONS")] = None
     instructions_file: Annotated[
@@ -164,6 +203,29 @@ class Settings(BaseSettings):
     openai_chunking: Annotated[ChunkMode, Field(validation_alias="OPENAI_COMPAT_CHUNKING")] = (
         ChunkMode.WORD
     )
+    openai_compat_max_body_bytes: Annotated[
+        int, Field(ge=1024, validation_alias="OPENAI_COMPAT_MAX_BODY_BYTES")
+    ] = 4 << 20
+    openai_compat_max_messages: Annotated[
+        int, Field(ge=1, validation_alias="OPENAI_COMPAT_MAX_MESSAGES")
+    ] = 10000
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().lower()
+        if name not in PROVIDERS:
+            raise ValueError(f"GATEWAY_PROVIDER: use one of {', '.join(PROVIDERS)}, not {value!r}")
+        return name
+
+    @field_validator("fallback_text")
+    @classmethod
+    def _fallback_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_fallback_text(value)  # raises ValueError naming the variable
+        return value
 
     @field_validator("api_keys")
     @classmethod
@@ -216,6 +278,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"GATEWAY_INSTRUCTIONS_FILE: {self.instructions_file} is not a readable file"
             )
+        if self.gemini_thinking_level is not None and self.gemini_thinking_budget is not None:
+            raise ValueError("set GEMINI_THINKING_LEVEL or GEMINI_THINKING_BUDGET, not both")
+        if self.provider == "gemini" and not self.uses_gemini:
+            raise ValueError("GATEWAY_PROVIDER=gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        if self.provider == "openai" and not self.uses_openai and self.openai_base_url is None:
+            raise ValueError(
+                "GATEWAY_PROVIDER=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+                "server that takes no key"
+            )
         return self
 
     def system_instruction(self) -> str | None:
@@ -227,6 +298,62 @@ class Settings(BaseSettings):
     @property
     def uses_gemini(self) -> bool:
         return self.gemini_api_key is not None and bool(self.gemini_api_key.get_secret_value())
+
+    def generation(self) -> GenerationSettings:
+        """The generation settings every session starts from."""
+        return GenerationSettings(
+            temperature=self.temperature,
+            max_output_tokens=self.max_output_tokens,
+            thinking_level=self.gemini_thinking_level,
+            thinking_budget=self.gemini_thinking_budget,
+        )
+
+    def fallback_lines(self) -> tuple[tuple[str, str], ...]:
+        """``GATEWAY_FALLBACK_TEXT`` as ``(language, line)`` pairs."""
+        return parse_fallback_text(self.fallback_text or "")
+
+    def context_budget(self) -> ContextBudget:
+        """How much history a turn sends (0 in a setting: no such limit)."""
+        return ContextBudget(
+            max_tokens=self.max_history_tokens or None,
+            max_messages=self.max_history_messages or None,
+        )
+
+    @property
+    def uses_openai(self) -> bool:
+        return self.openai_api_key is not None and bool(self.openai_api_key.get_secret_value())
+
+    @property
+    def provider_name(self) -> str:
+        """``GATEWAY_PROVIDER``, or Gemini when its key is set, else OpenAI when its
+        key is, else offline."""
+        if self.provider is not None:
+            return self.provider
+        if self.uses_gemini:
+            return "gemini"
+        return "openai" if self.uses_openai else "offline"
+
+
+def parse_fallback_text(value: str) -> tuple[tuple[str, str], ...]:
+    """``GATEWAY_FALLBACK_TEXT``: one line for every language, or a JSON object of
+    lines by language tag (``{"en": "...", "es": "...", "*": "..."}``)."""
+    text = value.strip()
+    if not text:
+        return ()
+    if not text.startswith("{"):
+        return (("*", text),)
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"GATEWAY_FALLBACK_TEXT: not a valid JSON object: {exc}") from exc
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in table.items()
+    ):
+        raise ValueError(
+            "GATEWAY_FALLBACK_TEXT: give a line, or a JSON object of non-empty lines by "
+            'language, e.g. {"en": "Sorry, say that again?", "es": "Perdón, ¿puede repetir?"}'
+        )
+    return tuple((tag, line.strip()) for tag, line in table.items())
 
 
 class SettingsError(Exception):

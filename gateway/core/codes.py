@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
+    TOKEN_BUDGET_EXHAUSTED = "token_budget_exhausted"
     PROVIDER_ERROR = "provider_error"
     INTERNAL_ERROR = "internal_error"
 

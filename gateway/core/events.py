@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.core.history import Message
+from gateway.core.history import GenerationSettings, Message, Usage
 
 PROTOCOL_VERSION = 1
 
@@ -45,10 +45,12 @@ class ResponseCreate:
 
 @dataclass(frozen=True, slots=True)
 class SessionUpdate:
-    """Change the session's system instructions and/or language."""
+    """Change the session's system instructions, language and/or generation
+    settings (``generation`` fields that are ``None`` stay as they are)."""
 
     instructions: str | None = None
     language: str | None = None
+    generation: GenerationSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ class SessionUpdated:
     seq: int
     language: str
     instructions: str | None
+    generation: GenerationSettings = GenerationSettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +218,8 @@ class ResponseEnd:
     spoken_text: str | None
     reason: str | None
     latency: Latency
+    #: The provider's token counts for this turn, when it gave them.
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.core.history import Message
+from gateway.core.history import NO_USAGE, GenerationSettings, Message, Usage
 
 STATE_VERSION = 1
 
@@ -51,6 +51,10 @@ class SessionState:
     open_turn: OpenTurn | None
     last_reply: LastReply | None
     client_acks: bool
+    #: What ``session.update`` changed of the generation settings.
+    generation: GenerationSettings = GenerationSettings()
+    #: Tokens used by the session's turns so far.
+    usage: Usage = NO_USAGE
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)
