@@ -29,7 +29,7 @@ fails if the SDK's wire format, response format or error types drift.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,7 +39,7 @@ from google.genai import _common, models, types
 
 from gateway.core.history import Message
 
-#: Distinct system instructions whose converted request parts are kept.
+#: Distinct generation configs whose converted request parts are kept.
 STATIC_CACHE: Final = 64
 
 #: Finish reasons (REST names) that mean the reply was withheld by a filter.
@@ -47,6 +47,10 @@ BLOCKED_FINISH_REASONS: Final = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"}
 )
 _PLACEHOLDER: Final = [types.Content(role="user", parts=[types.Part(text=".")])]
+
+
+class MalformedPiece(ValueError):
+    """A streamed piece that is not a ``GenerateContentResponse`` (invalid JSON included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +69,14 @@ class Piece:
 
 
 def parse_piece(body: str | bytes) -> Piece:
-    """One streamed piece's JSON (REST casing), read with orjson.
-
-    Raises ``orjson.JSONDecodeError`` (a ``ValueError``) on invalid JSON and
-    ``TypeError`` when the JSON is not shaped like a ``GenerateContentResponse``.
-    """
-    data = orjson.loads(body)
+    """One streamed piece's JSON (REST casing), read with orjson; raises
+    :class:`MalformedPiece` when it is not JSON or not shaped like a response."""
     try:
-        return _piece(data)
+        return _piece(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        raise MalformedPiece("a streamed piece is not JSON") from exc
     except (AttributeError, TypeError, KeyError, IndexError) as exc:
-        raise TypeError("a streamed piece is not shaped like a GenerateContentResponse") from exc
+        raise MalformedPiece("a streamed piece is not shaped like a response") from exc
 
 
 def _piece(data: Any) -> Piece:
@@ -122,25 +124,27 @@ def rest_contents(messages: Iterable[Message]) -> list[dict[str, Any]]:
 
 
 class RestStream:
-    """Streams ``streamGenerateContent`` through a ``genai.Client``'s own API client."""
+    """Streams ``streamGenerateContent`` through a ``genai.Client``'s own API client.
 
-    def __init__(
-        self, client: genai.Client, model: str, config: types.GenerateContentConfig
-    ) -> None:
-        """``config`` is the provider's fixed generation config; its
-        ``system_instruction`` is replaced per request."""
+    A request's generation config (system instruction included) is given as a
+    hashable ``key`` and a function that builds it: it is built and converted by the
+    SDK only the first time its key is seen (then kept, :data:`STATIC_CACHE` of them).
+    """
+
+    def __init__(self, client: genai.Client, model: str) -> None:
         self._api = client.aio._api_client
         self._model = model
-        self._config = config
-        self._static: OrderedDict[str | None, tuple[str, dict[str, Any]]] = OrderedDict()
+        self._static: OrderedDict[Hashable, tuple[str, dict[str, Any]]] = OrderedDict()
 
-    def _static_parts(self, system_instruction: str | None) -> tuple[str, dict[str, Any]]:
+    def _static_parts(
+        self, key: Hashable, make_config: Callable[[], types.GenerateContentConfig]
+    ) -> tuple[str, dict[str, Any]]:
         """(path, request fields but ``contents``) as the SDK converts them."""
-        cached = self._static.get(system_instruction)
+        cached = self._static.get(key)
         if cached is not None:
-            self._static.move_to_end(system_instruction)
+            self._static.move_to_end(key)
             return cached
-        config = self._config.model_copy(update={"system_instruction": system_instruction})
+        config = make_config()
         params = types._GenerateContentParameters(
             model=self._model, contents=_PLACEHOLDER, config=config
         )
@@ -153,25 +157,31 @@ class RestStream:
         if not path:
             path = f"models/{self._model}:streamGenerateContent?alt=sse"
         fields = _common.encode_unserializable_types(_common.convert_to_dict(request))
-        cached = self._static[system_instruction] = (path, fields)
+        cached = self._static[key] = (path, fields)
         if len(self._static) > STATIC_CACHE:
             self._static.popitem(last=False)
         return cached
 
     def body(
-        self, contents: list[dict[str, Any]], system_instruction: str | None
+        self,
+        contents: list[dict[str, Any]],
+        key: Hashable,
+        make_config: Callable[[], types.GenerateContentConfig],
     ) -> tuple[str, dict[str, Any]]:
         """The request path and body for ``contents`` (REST JSON, see :func:`rest_contents`)."""
-        path, fields = self._static_parts(system_instruction)
+        path, fields = self._static_parts(key, make_config)
         return path, {"contents": contents, **fields}
 
     async def stream(
-        self, contents: list[dict[str, Any]], system_instruction: str | None
+        self,
+        contents: list[dict[str, Any]],
+        key: Hashable,
+        make_config: Callable[[], types.GenerateContentConfig],
     ) -> AsyncIterator[Piece]:
         """Yield the reply's pieces. Raises the SDK's ``errors.APIError`` on an HTTP error
         or an error object in the stream, its transport's exceptions on a broken
-        connection, and ``ValueError``/``TypeError`` on a malformed piece."""
-        path, body = self.body(contents, system_instruction)
+        connection, and :class:`MalformedPiece`."""
+        path, body = self.body(contents, key, make_config)
         responses = await self._api.async_request_streamed("post", path, body, None)
         async for response in responses:
             yield parse_piece(response.body or "{}")

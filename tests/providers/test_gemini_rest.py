@@ -13,14 +13,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
 from gateway.core.history import Message
-from gateway.providers.gemini_rest import Piece, RestStream, parse_piece, rest_contents
+from gateway.providers.gemini_rest import (
+    MalformedPiece,
+    Piece,
+    RestStream,
+    parse_piece,
+    rest_contents,
+)
 from tests.support.fake_gemini import (
     FakeGemini,
     RecordedRequest,
@@ -114,8 +119,9 @@ async def via_sdk(
 async def via_rest(
     client: genai.Client, history: tuple[Message, ...], config: types.GenerateContentConfig
 ) -> list[Piece]:
-    rest = RestStream(client, MODEL, config.model_copy(update={"system_instruction": None}))
-    return [p async for p in rest.stream(rest_contents(history), config.system_instruction)]  # type: ignore[arg-type]
+    rest = RestStream(client, MODEL)
+    pieces = rest.stream(rest_contents(history), config.model_dump_json(), lambda: config)
+    return [piece async for piece in pieces]
 
 
 def wire(request: RecordedRequest) -> dict[str, Any]:
@@ -241,14 +247,14 @@ async def test_an_error_object_in_the_stream_is_the_sdks(
     assert raised[0] is raised[1]
 
 
-def test_malformed_pieces_raise_value_or_type_errors() -> None:
-    with pytest.raises(orjson.JSONDecodeError):
+def test_malformed_pieces_raise_malformed_piece() -> None:
+    with pytest.raises(MalformedPiece):
         parse_piece("{not json")
-    with pytest.raises(TypeError):
+    with pytest.raises(MalformedPiece):
         parse_piece("[1, 2]")
-    with pytest.raises(TypeError):
+    with pytest.raises(MalformedPiece):
         parse_piece('{"candidates": [7]}')
-    with pytest.raises(TypeError):
+    with pytest.raises(MalformedPiece):
         parse_piece('{"candidates": [{"content": {"parts": [{"text": 5}]}}]}')
 
 
