@@ -107,6 +107,14 @@ _BAD_KEY_REASONS: Final = frozenset(
     }
 )
 
+#: httpx's default pool keeps 20 idle connections and allows 100 at once: past 20
+#: concurrent turns each turn would open (and, to Google, TLS-handshake) a new
+#: connection, and past 100 turns would queue for one. The gateway's own connection
+#: limits bound the concurrency; idle connections are kept while turns come.
+_POOL: Final = httpx.Limits(
+    max_connections=None, max_keepalive_connections=None, keepalive_expiry=30.0
+)
+
 _TIMEOUT_ERRORS: Final = (httpx.TimeoutException,)
 # Connect errors, reset/closed connections, a body cut mid-way (RemoteProtocolError).
 _CONNECTION_ERRORS: Final = (httpx.TransportError,)
@@ -195,7 +203,7 @@ class GeminiProvider:
             raise ValueError("timeout_s must be positive")
         self._model = model
         # Our own httpx clients pin the SDK's HTTP library (see the module docstring).
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(limits=_POOL)
         self._http_sync = httpx.Client()
         self._client = genai.Client(
             vertexai=False,  # ignore GOOGLE_GENAI_USE_VERTEXAI from the environment
