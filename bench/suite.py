@@ -390,9 +390,9 @@ async def conversation_length(proc: Proc, url: str, name: str, length: int) -> L
     samples: list[TurnSample] = []
     try:
         for i in range(length):
-            before = proc.cpu_s()
+            before = proc.cpu_ns()
             samples.append(await conversation.turn(i))
-            cpu.append(proc.cpu_s() - before)
+            cpu.append((proc.cpu_ns() - before) / 1e9)
     finally:
         await conversation.close()
 
