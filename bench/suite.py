@@ -167,10 +167,21 @@ def gateway_env(model_url: str, model: str, tmp: Path, port: int) -> dict[str, s
 def gateway(
     model_url: str, model: str, tmp: Path, core: int | None, **extra: str
 ) -> Iterator[Proc]:
-    port = free_port()
-    env = {**gateway_env(model_url, model, tmp, port), **extra}
-    log = tmp / f"gateway-{port}.log"
-    with started(["-m", "gateway"], core=core, env=env, port=port, log=log) as proc:
+    with ExitStack() as stack:
+        for attempt in range(3):
+            # The port is free when picked but could be taken before the gateway binds it.
+            port = free_port()
+            env = {**gateway_env(model_url, model, tmp, port), **extra}
+            log = tmp / f"gateway-{port}.log"
+            try:
+                proc = stack.enter_context(
+                    started(["-m", "gateway"], core=core, env=env, port=port, log=log)
+                )
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                continue
+            break
         yield proc
 
 
@@ -363,6 +374,21 @@ async def sweep(
             rows,
         )
     )
+    base = [p for p in points if p.server == "model" and p.sessions == min(args.sessions)]
+    if base:
+        own = pct(base[0].firsts(), 50)
+        bound = [
+            str(p.sessions)
+            for p in points
+            if p.server == "model" and pct(p.firsts(), 50) > 1.2 * own + 20
+        ]
+        if bound:
+            _say()
+            _say(
+                f"At N = {', '.join(bound)} the fake model alone, on the client's core, is "
+                "already slower than at the lowest N: those rows measure the load client's "
+                "core as much as the servers."
+            )
     return points
 
 
@@ -651,16 +677,19 @@ async def run(args: argparse.Namespace) -> None:
             )
         )
 
-        idle = {
-            "relay": await idle_memory(
-                relay_proc,
-                lambda: NativeConversation(f"ws://127.0.0.1:{relay_proc.port}/ws"),
-                args.idle,
-            ),
-            "gateway": await idle_memory(
-                gw, lambda: NativeConversation(f"ws://127.0.0.1:{gw.port}/ws"), args.idle
-            ),
-        }
+        # Fresh processes: memory freed by the sweep's sessions would be reused and hide
+        # what idle sessions cost.
+        idle: dict[str, float] = {}
+        with relay(model_url, "bench", server_core) as fresh_relay:
+            url = f"ws://127.0.0.1:{fresh_relay.port}/ws"
+            idle["relay"] = await idle_memory(
+                fresh_relay, lambda: NativeConversation(url), args.idle
+            )
+        with gateway(model_url, "bench", tmp, server_core) as fresh_gw:
+            url = f"ws://127.0.0.1:{fresh_gw.port}/ws"
+            idle["gateway"] = await idle_memory(
+                fresh_gw, lambda: NativeConversation(url), args.idle
+            )
         _say()
         _say(f"### Idle sessions ({args.idle} open WebSocket sessions, RSS growth)")
         _say()
