@@ -73,6 +73,7 @@ _OPEN_LIMITS = {
     "GEMINI_TIMEOUT_S": "300",
 }
 FAST_MODEL = "bench-t0-f0"
+SECTIONS = ("sweep", "length", "idle", "routes")
 #: Settings that make every route cut whole sentences (the baseline of the routes table).
 SENTENCE_EVERYWHERE = (
     "TWILIO_CHUNKING",
@@ -598,6 +599,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-ms", type=float, default=Pace.first_ms)
     parser.add_argument("--reply-tokens", type=int, default=Pace.reply_tokens)
     parser.add_argument("--piece-tokens", type=int, default=Pace.piece_tokens)
+    parser.add_argument("--store", help="GATEWAY_STORE of the gateway (default: SQLite)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="what to run (default: everything)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     if args.sessions is None:
@@ -635,105 +644,26 @@ async def run(args: argparse.Namespace) -> None:
         model = stack.enter_context(started(model_args, core=client_core))
         model_url = f"http://127.0.0.1:{model.port}"
         relay_proc = stack.enter_context(relay(model_url, "bench", server_core))
-        gw = stack.enter_context(gateway(model_url, "bench", tmp, server_core))
+        store = {"GATEWAY_STORE": args.store} if args.store else {}
+        gw = stack.enter_context(gateway(model_url, "bench", tmp, server_core, **store))
         # Warm up both (imports, first connections) outside every measurement.
         for url in (f"ws://127.0.0.1:{relay_proc.port}/ws", f"ws://127.0.0.1:{gw.port}/ws"):
             await run_load(lambda u=url: NativeConversation(u), 2, 1, spread_s=0)
 
-        points = await sweep(args, model, relay_proc, gw, client_core)
+        points: list[Point] = []
+        if "sweep" in args.sections:
+            points = await sweep(args, model, relay_proc, gw, client_core)
 
         lengths: dict[str, LengthResult] = {}
-        with relay(model_url, FAST_MODEL, server_core) as fast_relay:
-            url = f"ws://127.0.0.1:{fast_relay.port}/ws"
-            lengths["relay"] = await conversation_length(fast_relay, url, "relay", args.length)
-        with gateway(model_url, FAST_MODEL, tmp, server_core) as fast_gw:
-            url = f"ws://127.0.0.1:{fast_gw.port}/ws"
-            lengths["gateway"] = await conversation_length(fast_gw, url, "gateway", args.length)
-        _say()
-        _say(f"### Conversation length (one session, {args.length} turns, unpaced model)")
-        _say()
-        window = max(1, min(20, args.length // 5))
-        _say(
-            _md(
-                [
-                    "server",
-                    f"CPU ms/turn, turns 1–{window}",
-                    f"last {window} turns",
-                    "ratio",
-                    "1st chunk ms, early",
-                    "late",
-                ],
-                [
-                    [
-                        r.server,
-                        fmt(r.cpu_first_ms, 1),
-                        fmt(r.cpu_last_ms, 1),
-                        fmt(r.ratio, 2),
-                        fmt(r.first_chunk_first, 1),
-                        fmt(r.first_chunk_last, 1),
-                    ]
-                    for r in lengths.values()
-                ],
-            )
-        )
+        if "length" in args.sections:
+            await length_section(args, model_url, tmp, server_core, store, lengths)
 
-        # Fresh processes: memory freed by the sweep's sessions would be reused and hide
-        # what idle sessions cost.
         idle: dict[str, float] = {}
-        with relay(model_url, "bench", server_core) as fresh_relay:
-            url = f"ws://127.0.0.1:{fresh_relay.port}/ws"
-            idle["relay"] = await idle_memory(
-                fresh_relay, lambda: NativeConversation(url), args.idle
-            )
-        with gateway(model_url, "bench", tmp, server_core) as fresh_gw:
-            url = f"ws://127.0.0.1:{fresh_gw.port}/ws"
-            idle["gateway"] = await idle_memory(
-                fresh_gw, lambda: NativeConversation(url), args.idle
-            )
-        _say()
-        _say(f"### Idle sessions ({args.idle} open WebSocket sessions, RSS growth)")
-        _say()
-        _say(_md(["server", "KiB per idle session"], [[k, fmt(v, 1)] for k, v in idle.items()]))
+        if "idle" in args.sections:
+            await idle_section(args, model_url, tmp, server_core, store, idle)
 
-        by_route = await routes(gw, model, args.route_turns, client_core)
-        sentences = {name: "sentence" for name in SENTENCE_EVERYWHERE}
-        with gateway(model_url, "bench", tmp, server_core, **sentences) as sentence_gw:
-            by_route_sentence = dict(
-                await routes(sentence_gw, model, args.route_turns, client_core)
-            )
-        model_p50 = pct(by_route[0][1], 50)
-        _say()
-        _say(
-            f"### Time to first chunk per route (one conversation, {args.route_turns} turns): "
-            "each route's default chunking against whole sentences everywhere"
-        )
-        _say()
-        rows = []
-        for name, firsts in by_route:
-            sentence = pct(by_route_sentence.get(name, []), 50)
-            rows.append(
-                [
-                    name,
-                    ROUTE_MODES.get(name, "–"),
-                    fmt(pct(firsts, 50)),
-                    fmt(pct(firsts, 50) - model_p50),
-                    fmt(sentence),
-                    fmt(sentence - pct(firsts, 50)),
-                ]
-            )
-        _say(
-            _md(
-                [
-                    "route",
-                    "default chunking",
-                    "p50 ms",
-                    "minus the model's",
-                    "p50 ms, sentences",
-                    "gained ms",
-                ],
-                rows,
-            )
-        )
+        if "routes" in args.sections:
+            await routes_section(args, gw, model, model_url, tmp, server_core, client_core, store)
 
         _say()
         _say("### Targets (issue #16), gateway against its baseline in this run")
@@ -746,6 +676,120 @@ async def run(args: argparse.Namespace) -> None:
         )
     _say()
     _say(f"(suite took {time.perf_counter() - started_at:.0f} s)")
+
+
+async def length_section(
+    args: argparse.Namespace,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    store: dict[str, str],
+    lengths: dict[str, LengthResult],
+) -> None:
+    with relay(model_url, FAST_MODEL, server_core) as fast_relay:
+        url = f"ws://127.0.0.1:{fast_relay.port}/ws"
+        lengths["relay"] = await conversation_length(fast_relay, url, "relay", args.length)
+    with gateway(model_url, FAST_MODEL, tmp, server_core, **store) as fast_gw:
+        url = f"ws://127.0.0.1:{fast_gw.port}/ws"
+        lengths["gateway"] = await conversation_length(fast_gw, url, "gateway", args.length)
+    _say()
+    _say(f"### Conversation length (one session, {args.length} turns, unpaced model)")
+    _say()
+    window = max(1, min(20, args.length // 5))
+    _say(
+        _md(
+            [
+                "server",
+                f"CPU ms/turn, turns 1–{window}",
+                f"last {window} turns",
+                "ratio",
+                "1st chunk ms, early",
+                "late",
+            ],
+            [
+                [
+                    r.server,
+                    fmt(r.cpu_first_ms, 1),
+                    fmt(r.cpu_last_ms, 1),
+                    fmt(r.ratio, 2),
+                    fmt(r.first_chunk_first, 1),
+                    fmt(r.first_chunk_last, 1),
+                ]
+                for r in lengths.values()
+            ],
+        )
+    )
+
+
+async def idle_section(
+    args: argparse.Namespace,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    store: dict[str, str],
+    idle: dict[str, float],
+) -> None:
+    # Fresh processes: memory freed by the sweep's sessions would be reused and hide
+    # what idle sessions cost.
+    with relay(model_url, "bench", server_core) as fresh_relay:
+        url = f"ws://127.0.0.1:{fresh_relay.port}/ws"
+        idle["relay"] = await idle_memory(fresh_relay, lambda: NativeConversation(url), args.idle)
+    with gateway(model_url, "bench", tmp, server_core, **store) as fresh_gw:
+        url = f"ws://127.0.0.1:{fresh_gw.port}/ws"
+        idle["gateway"] = await idle_memory(fresh_gw, lambda: NativeConversation(url), args.idle)
+    _say()
+    _say(f"### Idle sessions ({args.idle} open WebSocket sessions, RSS growth)")
+    _say()
+    _say(_md(["server", "KiB per idle session"], [[k, fmt(v, 1)] for k, v in idle.items()]))
+
+
+async def routes_section(
+    args: argparse.Namespace,
+    gw: Proc,
+    model: Proc,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    client_core: int | None,
+    store: dict[str, str],
+) -> None:
+    by_route = await routes(gw, model, args.route_turns, client_core)
+    sentences = {name: "sentence" for name in SENTENCE_EVERYWHERE}
+    with gateway(model_url, "bench", tmp, server_core, **store, **sentences) as sentence_gw:
+        by_route_sentence = dict(await routes(sentence_gw, model, args.route_turns, client_core))
+    model_p50 = pct(by_route[0][1], 50)
+    _say()
+    _say(
+        f"### Time to first chunk per route (one conversation, {args.route_turns} turns): "
+        "each route's default chunking against whole sentences everywhere"
+    )
+    _say()
+    rows = []
+    for name, firsts in by_route:
+        sentence = pct(by_route_sentence.get(name, []), 50)
+        rows.append(
+            [
+                name,
+                ROUTE_MODES.get(name, "–"),
+                fmt(pct(firsts, 50)),
+                fmt(pct(firsts, 50) - model_p50),
+                fmt(sentence),
+                fmt(sentence - pct(firsts, 50)),
+            ]
+        )
+    _say(
+        _md(
+            [
+                "route",
+                "default chunking",
+                "p50 ms",
+                "minus the model's",
+                "p50 ms, sentences",
+                "gained ms",
+            ],
+            rows,
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
