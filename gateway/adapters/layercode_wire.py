@@ -100,8 +100,8 @@ def parse_webhook(raw: bytes) -> Webhook:
     if not isinstance(body, dict):
         raise BadWebhook("the body must be a JSON object")
     type_ = body.get("type")
-    if not isinstance(type_, str):
-        raise BadWebhook("type: a string is required")
+    if not isinstance(type_, str) or not type_:
+        raise BadWebhook("type: a non-empty string is required")
     if type_ not in KNOWN_TYPES:
         turn_id = body.get("turn_id")
         raise UnknownWebhook(type_[:64], turn_id if isinstance(turn_id, str) else None)

@@ -110,7 +110,6 @@ class _Turn:
         "chunker",
         "chunks",
         "fallback",
-        "finish",
         "first_chunk_at",
         "first_token_at",
         "id",
@@ -140,7 +139,7 @@ class _Turn:
         self.first_token_at: float | None = None
         self.first_chunk_at: float | None = None
         self.usage: Usage | None = None
-        self.finish: Finish | None = None
+        #: The last chunk is the fallback line, not the model's text.
         self.fallback = False
 
 

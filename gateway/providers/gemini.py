@@ -135,10 +135,12 @@ def voice_thinking(model: str) -> types.ThinkingConfig | None:
     chat and high-throughput use) or ``low`` (the lowest level Pro accepts) to
     minimise latency. Gemini 2.x models take a token budget instead: 0 turns
     thinking off on Flash and Flash-Lite; 2.x Pro cannot turn it off, so it keeps
-    its default.
+    its default. Models that are not Gemini (Gemma...) get no thinking setting.
     """
     name = model.lower().removeprefix("models/")
     flash = "flash" in name
+    if not name.startswith("gemini-"):
+        return None  # Gemma and other models served by the API: no thinking settings
     if name.startswith(("gemini-1", "gemini-2")):
         return types.ThinkingConfig(thinking_budget=0) if flash and "2.5" in name else None
     level = types.ThinkingLevel.MINIMAL if flash else types.ThinkingLevel.LOW
