@@ -129,6 +129,7 @@ def create_app(
         max_instructions_chars=settings.max_instructions_chars,
         max_session_chars=settings.max_session_chars,
         max_chunk_chars=settings.max_chunk_chars,
+        chunk_mode=settings.chunking,
         generation=settings.generation(),
         context=settings.context_budget(),
         max_session_tokens=settings.max_session_tokens,
@@ -316,9 +317,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": http,
         "ws": ws,
         "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
-        # No permessage-deflate: text frames are small, and compression would let a
-        # client send many times the byte budget (and costs zlib state per socket).
-        "ws_per_message_deflate": False,
+        # permessage-deflate is off unless GATEWAY_WS_DEFLATE: text frames are small,
+        # compression lets a client send many times the byte budget, and its zlib
+        # state costs about 46 KiB per socket.
+        "ws_per_message_deflate": settings.ws_deflate,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
         "forwarded_allow_ips": settings.forwarded_allow_ips,

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth import check_hs256_secret, parse_api_keys, parse_origins
+from gateway.core.chunker import ChunkMode
 from gateway.core.context import ContextBudget
 from gateway.core.history import GenerationSettings, ThinkingLevel
 from gateway.errors import SettingsError
@@ -192,6 +193,25 @@ class Settings(BaseSettings):
         "Hello! How can I help you today?"
     )
     openai_api_keys: Annotated[str | None, Field(validation_alias="OPENAI_COMPAT_API_KEYS")] = None
+    # permessage-deflate costs ~46 KiB of zlib state per connection (bench/idle_memory.py)
+    # and CPU per frame, to shrink frames of a few hundred bytes: off unless asked for.
+    ws_deflate: Annotated[bool, Field(validation_alias="GATEWAY_WS_DEFLATE")] = False
+    # How eagerly each route releases a reply (see gateway.core.chunker.ChunkMode): whole
+    # sentences for clients that speak each chunk; words where the platform streams text
+    # into its own TTS chunking (Twilio, Retell, OpenAI-compatible hooks, Layercode).
+    chunking: Annotated[ChunkMode, Field(validation_alias="GATEWAY_CHUNKING")] = ChunkMode.SENTENCE
+    twilio_chunking: Annotated[ChunkMode, Field(validation_alias="TWILIO_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    retell_chunking: Annotated[ChunkMode, Field(validation_alias="RETELL_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    layercode_chunking: Annotated[ChunkMode, Field(validation_alias="LAYERCODE_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    openai_chunking: Annotated[ChunkMode, Field(validation_alias="OPENAI_COMPAT_CHUNKING")] = (
+        ChunkMode.WORD
+    )
     openai_compat_max_body_bytes: Annotated[
         int, Field(ge=1024, validation_alias="OPENAI_COMPAT_MAX_BODY_BYTES")
     ] = 4 << 20

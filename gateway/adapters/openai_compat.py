@@ -42,6 +42,7 @@ from gateway.adapters.sse import (
     read_body,
     sse_data,
 )
+from gateway.core.chunker import ChunkMode
 from gateway.core.events import Error, TranscriptTurn
 from gateway.core.history import Message
 from gateway.deps import manager_of
@@ -114,6 +115,7 @@ class _Completion:
         manager: SessionManager,
         system: str | None,
         transcript: tuple[Message, ...],
+        chunk_mode: ChunkMode,
         *,
         include_usage: bool = False,
     ) -> None:
@@ -121,6 +123,7 @@ class _Completion:
         self.include_usage = include_usage
         self.created = int(time.time())
         self._manager = manager
+        self._chunk_mode = chunk_mode
         self._turn = TranscriptTurn(transcript, reply_to=self.id, instructions=system)
         self._runtime: SessionRuntime | None = None
         self._follower: TurnFollower | None = None
@@ -128,6 +131,7 @@ class _Completion:
     def start(self) -> TurnFollower:
         """Make the session and start the turn; the follower reports on it."""
         runtime = self._runtime = self._manager.ephemeral(MemoryStore())
+        runtime.session.use_chunk_mode(self._chunk_mode)
         follower = self._follower = TurnFollower(runtime)
         follower.start(self._turn)
         return follower
@@ -284,7 +288,11 @@ def routes(settings: Settings) -> list[BaseRoute]:
         if ignored:
             log.debug("openai: ignored %d tool/function message(s)", ignored)
         completion = _Completion(
-            manager_of(request), system, transcript, include_usage=chat.include_usage
+            manager_of(request),
+            system,
+            transcript,
+            settings.openai_chunking,
+            include_usage=chat.include_usage,
         )
         return SseResponse(_streamed(completion) if chat.stream else _whole(completion))
 

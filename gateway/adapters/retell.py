@@ -178,7 +178,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return codec.opening(first=_first_connection(runtime))
 
         await serve_keyed(
-            websocket, codec, kind=PLATFORM, key=call_id, settings=settings, opening=opening
+            websocket,
+            codec,
+            kind=PLATFORM,
+            key=call_id,
+            settings=settings,
+            opening=opening,
+            chunk_mode=settings.retell_chunking,
         )
 
     return [

@@ -236,6 +236,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
         async def setup() -> str | None:
             return await _await_setup(websocket, codec)
 
-        await serve_keyed(websocket, codec, kind=PLATFORM, key=setup, settings=settings)
+        await serve_keyed(
+            websocket,
+            codec,
+            kind=PLATFORM,
+            key=setup,
+            settings=settings,
+            chunk_mode=settings.twilio_chunking,
+        )
 
     return [WebSocketRoute("/twilio", endpoint)]

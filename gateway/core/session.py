@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.core.chunker import Chunker, ChunkerConfig
+from gateway.core.chunker import Chunker, ChunkerConfig, ChunkMode
 from gateway.core.codes import CloseCode, ErrorCode
 from gateway.core.context import ContextBudget, fit_history
 from gateway.core.effects import (
@@ -88,6 +88,7 @@ class SessionConfig:
     first_chunk_min_chars: int = 40
     first_chunk_max_chars: int = 120
     max_chunk_chars: int = 300
+    chunk_mode: ChunkMode = ChunkMode.SENTENCE
     #: Generation settings every turn starts from (``session.update`` changes them).
     generation: GenerationSettings = GenerationSettings()
     #: How much of the history a turn sends to the model.
@@ -163,6 +164,7 @@ class Session:
         self._config = config
         self._instructions = config.system_instruction
         self._language = config.language
+        self._chunk_mode = config.chunk_mode
         self._history: tuple[Message, ...] = ()
         self._seq = 0
         self._turns = 0
@@ -677,6 +679,11 @@ class Session:
 
     # --- turns -------------------------------------------------------------------
 
+    def use_chunk_mode(self, mode: ChunkMode) -> None:
+        """Cut the replies of turns started from now on in ``mode`` (the route's choice,
+        set by its adapter each time it opens the session; not part of the state)."""
+        self._chunk_mode = mode
+
     def _within_budget(self) -> bool:
         """Whether the session may start another turn; if not, say so."""
         limit = self._config.max_session_tokens
@@ -697,6 +704,7 @@ class Session:
                 first_chunk_min_chars=cfg.first_chunk_min_chars,
                 first_chunk_max_chars=cfg.first_chunk_max_chars,
                 max_chunk_chars=cfg.max_chunk_chars,
+                mode=self._chunk_mode,
             )
         )
 

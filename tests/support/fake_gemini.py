@@ -113,6 +113,8 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
+    #: The client's (host, port): requests with the same one came over one connection.
+    client: tuple[str, int] | None = None
 
     @property
     def contents(self) -> list[dict[str, Any]]:
@@ -430,6 +432,7 @@ class FakeGemini:
             query=dict(request.query_params),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
+            client=(request.client.host, request.client.port) if request.client else None,
         )
         with self._changed:
             self._requests.append(recorded)
