@@ -13,19 +13,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.auth import AuthError
 from gateway.core.records import TurnRecord
-from gateway.core.state import StateError, decode_state
+from gateway.core.state import decode_state
+from gateway.errors import AuthError, StateError
 from gateway.guard import Guard
+from gateway.responses import problem
 from gateway.sessions import SessionManager, TooManySessions
 from gateway.stores.base import SessionMeta, SessionStore, StoreError
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
-
-
-def _problem(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 def _encode_cursor(meta: SessionMeta) -> str:
@@ -110,7 +107,7 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         try:
             session_id, token, created_at = await manager.create(principal=caller)
         except TooManySessions as exc:
-            return _problem(429, "too_many_sessions", str(exc))
+            return problem(429, "too_many_sessions", str(exc))
         return JSONResponse(
             {
                 "session_id": session_id,
@@ -129,15 +126,15 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         try:
             limit = int(request.query_params.get("limit", DEFAULT_PAGE))
         except ValueError:
-            return _problem(400, "invalid_limit", "limit must be an integer")
+            return problem(400, "invalid_limit", "limit must be an integer")
         if not 1 <= limit <= MAX_PAGE:
-            return _problem(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
+            return problem(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
         before = None
         if cursor := request.query_params.get("cursor"):
             try:
                 before = _decode_cursor(cursor)
             except ValueError as exc:
-                return _problem(400, "invalid_cursor", str(exc))
+                return problem(400, "invalid_cursor", str(exc))
         page = await store.list_sessions(limit=limit + 1, before=before, principal=caller)
         more = len(page) > limit
         page = page[:limit]
@@ -156,7 +153,7 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
         session_id = request.path_params["session_id"]
         stored = await store.get(session_id)
         if stored is None or not _owned(stored.meta, caller):
-            return _problem(404, "unknown_session", "no such session")
+            return problem(404, "unknown_session", "no such session")
         turns = await store.list_turns(session_id)
         return JSONResponse(
             {
@@ -172,7 +169,7 @@ def api_routes(manager_of: Any, store_of: Any) -> list[Route]:
             return caller
         manager: SessionManager = manager_of(request)
         if not await manager.delete(request.path_params["session_id"], principal=caller):
-            return _problem(404, "unknown_session", "no such session")
+            return problem(404, "unknown_session", "no such session")
         return Response(status_code=204)
 
     async def health(request: Request) -> Response:

@@ -23,8 +23,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.auth import parse_api_keys, parse_origins
 from gateway.core.context import ContextBudget
 from gateway.core.history import GenerationSettings, ThinkingLevel
+from gateway.errors import SettingsError
 from gateway.providers.factory import PROVIDERS
 from gateway.stores.factory import store_from_url
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
 
 DEFAULT_GEMINI_MODEL = "gemini-3.8-flash"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -118,6 +121,7 @@ class Settings(BaseSettings):
         "sqlite:///voice-gateway.db"
     )
     resume_grace_s: Annotated[float, Field(ge=0, validation_alias="GATEWAY_RESUME_GRACE_S")] = 30.0
+    store_retry_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_STORE_RETRY_S")] = 10.0
     session_ttl_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_SESSION_TTL_S")] = 86400.0
     sweep_interval_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_SWEEP_INTERVAL_S")] = (
         60.0
@@ -334,10 +338,6 @@ def parse_fallback_text(value: str) -> tuple[tuple[str, str], ...]:
             'language, e.g. {"en": "Sorry, say that again?", "es": "Perdón, ¿puede repetir?"}'
         )
     return tuple((tag, line.strip()) for tag, line in table.items())
-
-
-class SettingsError(Exception):
-    """Start-up configuration is invalid; the message names each bad variable."""
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
 from gateway.core.history import Message
+from gateway.errors import RequestError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 #: Roles whose text becomes the system instructions of the request.
@@ -57,7 +58,7 @@ class ChatRequest(BaseModel):
     stream: bool | None = False
 
 
-class BadRequest(Exception):
+class BadRequest(RequestError):
     """The request cannot be served; ``param`` names the field at fault."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:

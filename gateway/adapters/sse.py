@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ from gateway.core.events import (
     UserDuplicate,
 )
 from gateway.core.replay import LoggedEvent
+from gateway.errors import RequestError
 from gateway.runtime import SessionRuntime
 
 log = logging.getLogger("gateway.adapters.sse")
@@ -54,7 +55,7 @@ def sse_data(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(RequestError):
     """The request body is longer than the adapter accepts."""
 
 
@@ -164,6 +165,9 @@ class TurnFollower:
     def deliver(self, frame: LoggedEvent, event: ServerEvent | None = None) -> None:
         if not self._closed and event is not None:
             self._queue.put_nowait(event)
+
+    def replay(self, frames: Sequence[LoggedEvent]) -> None:
+        """Never asked for: a follower attaches fresh, with no ``last_seq``."""
 
     def close(self, code: int, reason: str) -> None:
         if not self._closed:

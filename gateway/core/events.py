@@ -79,11 +79,14 @@ class SetHistory:
 class TranscriptTurn:
     """The platform keeps the transcript: replace the history with ``transcript`` and
     answer it in a new turn (superseding a streaming one). ``reply_to`` is the
-    platform's id for this response, reported as ``in_reply_to``."""
+    platform's id for this response, reported as ``in_reply_to``. ``ordinal``
+    orders requests (Retell's increasing ``response_id``): one not newer than the
+    newest already taken is stale and ignored, even across reconnects."""
 
     transcript: tuple[Message, ...]
     reply_to: str | None = None
     instructions: str | None = None
+    ordinal: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

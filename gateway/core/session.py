@@ -162,6 +162,7 @@ class Session:
         self._seen: dict[str, str] = {}
         self._turn: _Turn | None = None
         self._last_reply: LastReply | None = None
+        self._last_ordinal: int | None = None
         self._client_acks = False
         self._generation = GenerationSettings()
         self._usage = NO_USAGE
@@ -189,6 +190,8 @@ class Session:
             client_acks=self._client_acks,
             generation=self._generation,
             usage=self._usage,
+            ended=self.closed,
+            last_ordinal=self._last_ordinal,
         )
 
     @classmethod
@@ -220,6 +223,8 @@ class Session:
         session._client_acks = state.client_acks
         session._generation = state.generation
         session._usage = state.usage
+        session.closed = state.ended
+        session._last_ordinal = state.last_ordinal
         if state.open_turn is not None:
             open_turn = state.open_turn
             turn = _Turn(
@@ -333,6 +338,10 @@ class Session:
                 self._last_reply = None
                 self._effects.append(SaveState())
             case TranscriptTurn():
+                if event.ordinal is not None:
+                    if self._last_ordinal is not None and event.ordinal <= self._last_ordinal:
+                        return  # stale: a newer response was already asked for
+                    self._last_ordinal = event.ordinal
                 if not self._within_budget():
                     return
                 if self._turn is not None:
@@ -479,8 +488,9 @@ class Session:
         if self._turn is not None:
             self._end_turn(self._turn, "interrupted", now, reason="session ended")
         self._send(SessionEnded(session_id=self.id, seq=self._next_seq(), reason=reason))
-        self._effects.append(Close(close_code, reason))
         self.closed = True
+        self._effects.append(SaveState())
+        self._effects.append(Close(close_code, reason))
 
     def abandon(self, reason: str, now: float) -> None:
         """The client did not come back: stop generating for nobody.

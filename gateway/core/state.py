@@ -12,6 +12,9 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.core.history import NO_USAGE, GenerationSettings, Message, Usage
+from gateway.errors import StateError
+
+__all__ = ["LastReply", "OpenTurn", "SessionState", "StateError", "decode_state", "encode_state"]
 
 STATE_VERSION = 1
 
@@ -55,13 +58,13 @@ class SessionState:
     generation: GenerationSettings = GenerationSettings()
     #: Tokens used by the session's turns so far.
     usage: Usage = NO_USAGE
+    #: The session ended (``session.end``, or deleted): it can never resume.
+    ended: bool = False
+    #: The newest ``TranscriptTurn.ordinal`` taken (stale requests are ignored).
+    last_ordinal: int | None = None
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)
-
-
-class StateError(ValueError):
-    """A stored snapshot cannot be read (unknown version, corrupt data)."""
 
 
 def encode_state(state: SessionState) -> bytes:

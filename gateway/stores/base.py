@@ -20,6 +20,7 @@ from typing import Protocol
 
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent
+from gateway.errors import StoreError, StoreLocked
 
 #: One server event as it was sent: native JSON text, with its ``seq``.
 StoredEvent = LoggedEvent
@@ -28,14 +29,11 @@ __all__ = [
     "SessionMeta",
     "SessionStore",
     "StoreError",
+    "StoreLocked",
     "StoredEvent",
     "StoredSession",
     "TurnRecord",
 ]
-
-
-class StoreError(Exception):
-    """The store failed (unreachable, corrupt, full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +116,11 @@ class SessionStore(Protocol):
     async def expire(self, idle_before: float) -> list[str]:
         """Delete every session whose ``updated_at`` is older than ``idle_before``;
         returns their ids."""
+        ...
+
+    async def streaming_sessions(self) -> list[str]:
+        """Ids of the sessions with a turn still ``streaming`` (left open by a crash
+        when no process runs them)."""
         ...
 
     async def ping(self) -> None:
