@@ -41,6 +41,7 @@ from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import open_store
+from gateway.tools.webhook import WebhookRunner
 
 log = logging.getLogger("gateway")
 
@@ -106,6 +107,7 @@ def create_app(
 ) -> Starlette:
     """Build the gateway app; ``provider`` overrides the one the settings choose, and
     ``store`` wraps the opened store (fault injection in tests)."""
+    tools_file = settings.tools()
     session_config = SessionConfig(
         provider="",
         model="",
@@ -117,6 +119,8 @@ def create_app(
         context=settings.context_budget(),
         max_session_tokens=settings.max_session_tokens,
         fallback_text=settings.fallback_lines(),
+        tools=(*settings.control_tools(), *tools_file.specs),
+        tool_timeout_s=settings.tool_timeout_s,
     )
 
     guard = Guard.from_settings(settings)
@@ -139,6 +143,8 @@ def create_app(
             raise
         store = opened if wrap_store is None else wrap_store(opened)
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
+        secret = settings.tools_secret.get_secret_value() if settings.tools_secret else None
+        runner = WebhookRunner(tools_file, secret=secret) if tools_file.tools else None
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -151,6 +157,7 @@ def create_app(
                 backoff_s=settings.provider_backoff_s,
             ),
             store=StorePolicy(retry_budget_s=settings.store_retry_s),
+            tools=runner,
         )
         try:
             manager = SessionManager(provider=llm, store=store, config=config)
@@ -173,6 +180,8 @@ def create_app(
         finally:
             await store.aclose()
             await llm.aclose()
+            if runner is not None:
+                await runner.aclose()
 
     async def websocket_native(websocket: WebSocket) -> None:
         manager = manager_of(websocket)

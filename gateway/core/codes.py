@@ -24,6 +24,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOKEN_BUDGET_EXHAUSTED = "token_budget_exhausted"
     PROVIDER_ERROR = "provider_error"
+    INVALID_TOOL = "invalid_tool"
+    UNKNOWN_CALL = "unknown_call"
+    TOOL_TIMEOUT = "tool_timeout"
     INTERNAL_ERROR = "internal_error"
 
 

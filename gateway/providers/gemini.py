@@ -13,6 +13,12 @@ Each turn sends the request's generation settings; when a request says nothing
 about thinking, :func:`voice_thinking` picks the lowest-latency setting the model
 allows (every second of thinking is a second of dead air before the first word).
 
+Function calls: the request's tools are sent as ``functionDeclarations`` (their
+JSON Schemas as ``parametersJsonSchema``); a ``functionCall`` part in the stream
+is yielded as a :class:`~gateway.core.history.FunctionCall` (with its
+``thoughtSignature``, which is sent back with the call in the history, as Gemini
+requires); a ``tool`` message of the history is a ``functionResponse`` part.
+
 The stream yields text, then the call's :class:`~gateway.core.history.Usage` (from
 ``usage_metadata``) and a :class:`~gateway.core.history.Finish` mapped from
 Gemini's finish or block reason.
@@ -25,6 +31,8 @@ API key, the prompt or the model's text (neither do the logs).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -39,6 +47,7 @@ from google.genai import types
 from gateway.core.history import (
     Finish,
     FinishReason,
+    FunctionCall,
     GenerationRequest,
     GenerationSettings,
     Message,
@@ -148,7 +157,26 @@ def build_config(
         thinking_config=thinking,
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         automatic_continuation=False,
+        tools=build_tools(request),
     )
+
+
+def build_tools(request: GenerationRequest) -> list[types.Tool] | None:
+    """The request's functions as one Gemini tool of function declarations."""
+    if not request.tools:
+        return None
+    return [
+        types.Tool(
+            function_declarations=[
+                types.FunctionDeclaration(
+                    name=tool.name,
+                    description=tool.description or None,
+                    parameters_json_schema=tool.parameters or {"type": "object"},
+                )
+                for tool in request.tools
+            ]
+        )
+    ]
 
 
 def from_settings(settings: Settings) -> GeminiProvider:
@@ -241,8 +269,8 @@ class GeminiProvider:
                     break
                 if isinstance(item, Exception):
                     raise self._translate(item) from item
-                for text in _texts(item):
-                    yield text
+                for piece in _pieces(item):
+                    yield piece
                 usage = item.usage_metadata or usage
                 finish = _finish(item) or finish
                 if finish is not None and finish.reason == "blocked":
@@ -388,14 +416,12 @@ def build_contents(request: GenerationRequest) -> list[types.Content]:
     """
     contents: list[types.Content] = []
     for message in request.messages:
-        if not message.text.strip():
-            continue
         role = _role(message)
-        part = types.Part(text=message.text)
-        if contents and contents[-1].role == role and contents[-1].parts is not None:
-            contents[-1].parts.append(part)
-        else:
-            contents.append(types.Content(role=role, parts=[part]))
+        for part in _parts(message):
+            if contents and contents[-1].role == role and contents[-1].parts is not None:
+                contents[-1].parts.append(part)
+            else:
+                contents.append(types.Content(role=role, parts=[part]))
     if not contents or contents[-1].role == "model":
         nudge = SPEAK_NOW_WITH_INSTRUCTIONS if request.instructions else SPEAK_NOW
         contents.append(types.Content(role="user", parts=[types.Part(text=nudge)]))
@@ -406,14 +432,81 @@ def _role(message: Message) -> str:
     return "model" if message.role == "assistant" else "user"
 
 
-def _texts(response: types.GenerateContentResponse) -> list[str]:
-    """Non-empty, non-thought text parts of the first candidate (no SDK warnings)."""
+def _parts(message: Message) -> list[types.Part]:
+    """A message as Gemini parts: its text (unless empty), its function calls, or
+    (a ``tool`` message) one function response."""
+    if message.role == "tool":
+        try:
+            output = json.loads(message.text)
+        except json.JSONDecodeError:
+            output = message.text
+        response = output if isinstance(output, dict) else {"output": output}
+        return [
+            types.Part(
+                function_response=types.FunctionResponse(
+                    id=_gemini_id(message.call_id),
+                    name=message.name or "function",
+                    response=response,
+                )
+            )
+        ]
+    parts = [types.Part(text=message.text)] if message.text.strip() else []
+    for call in message.calls:
+        try:
+            args = json.loads(call.arguments)
+        except json.JSONDecodeError:
+            args = {}
+        parts.append(
+            types.Part(
+                function_call=types.FunctionCall(
+                    id=_gemini_id(call.call_id),
+                    name=call.name,
+                    args=args if isinstance(args, dict) else {},
+                ),
+                thought_signature=_unsign(call.signature),
+            )
+        )
+    return parts
+
+
+def _gemini_id(call_id: str | None) -> str | None:
+    """Gemini's own call id; ids the gateway or a client made (``call_...``) are not sent."""
+    return None if call_id is None or call_id.startswith("call_") else call_id
+
+
+def _unsign(signature: str | None) -> bytes | None:
+    if signature is None:
+        return None
+    try:
+        return base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _pieces(response: types.GenerateContentResponse) -> list[str | FunctionCall]:
+    """Non-empty, non-thought text parts and function calls of the first candidate
+    (no SDK warnings)."""
     if not response.candidates:
         return []
     content = response.candidates[0].content
     if content is None or not content.parts:
         return []
-    return [part.text for part in content.parts if part.text and not part.thought]
+    out: list[str | FunctionCall] = []
+    for part in content.parts:
+        if part.function_call is not None and part.function_call.name:
+            call = part.function_call
+            signature = part.thought_signature
+            out.append(
+                FunctionCall(
+                    call_id=call.id or "",
+                    name=call.name or "",
+                    arguments=json.dumps(call.args or {}),
+                    signature=None if signature is None else base64.b64encode(signature).decode(),
+                )
+            )
+        elif part.text and not part.thought:
+            out.append(part.text)
+    return out
 
 
 def _finish(response: types.GenerateContentResponse) -> Finish | None:
