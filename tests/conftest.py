@@ -1,3 +1,3 @@
 """Shared pytest configuration: plugins that provide fixtures to every test."""
 
-pytest_plugins = ["tests.support.fake_gemini", "tests.support.gateway"]
+pytest_plugins = ["tests.support.fake_gemini", "tests.support.gateway", "tests.support.webhooks"]

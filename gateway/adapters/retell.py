@@ -16,7 +16,11 @@ truth for history. The mapping (see docs/adapters/retell.md):
   ``content_complete: true``. Only the newest ``response_id`` is ever spoken: once
   a newer one is requested, nothing of an older one is sent, not even its
   ``content_complete`` (Retell ignores stale ids anyway);
-- ``session.ended`` becomes a response with ``end_call: true``.
+- ``session.ended`` becomes a response with ``end_call: true``;
+- call control rides on the turn's ``content_complete`` frame, which Retell
+  carries out once the content is spoken (so the goodbye is never cut off):
+  ``end_call`` -> ``end_call: true``, ``transfer_call`` -> ``transfer_number``,
+  ``send_digits`` -> ``digit_to_press``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from gateway.connection import Reply
 from gateway.core.events import (
     ClientEvent,
     Error,
+    ResponseCallControl,
     ResponseEnd,
     ResponseStart,
     ResponseTts,
@@ -76,6 +81,8 @@ class RetellCodec:
         self._clock = clock
         self._latest: int | None = None
         self._response_of: dict[str, int] = {}
+        #: Call control asked for by a turn, carried out at its ``content_complete``.
+        self._controls: dict[str, list[ResponseCallControl]] = {}
         self._transcript: tuple[Message, ...] | None = None
         #: The ``call`` object of ``call_details`` (ids, numbers, metadata).
         self.call_details: dict[str, Any] = {}
@@ -131,10 +138,25 @@ class RetellCodec:
                 response_id = self._response_of.get(event.turn_id)
                 if response_id is not None and response_id == self._latest:
                     return rw.response_frame(response_id, event.text + " ", complete=False)
+            case ResponseCallControl():
+                self._controls.setdefault(event.turn_id, []).append(event)
             case ResponseEnd():
                 response_id = self._response_of.pop(event.turn_id, None)
+                controls = self._controls.pop(event.turn_id, [])
                 if response_id is not None and response_id == self._latest:
-                    return rw.response_frame(response_id, "", complete=True)
+                    if event.status != "completed":
+                        controls = []
+                    actions = {c.action: c for c in controls}
+                    transfer = actions.get("transfer_call")
+                    digits = actions.get("send_digits")
+                    return rw.response_frame(
+                        response_id,
+                        "",
+                        complete=True,
+                        end_call="end_call" in actions,
+                        transfer_number=transfer.to if transfer is not None else None,
+                        digit_to_press=digits.digits if digits is not None else None,
+                    )
             case SessionEnded():
                 return rw.response_frame(self._latest or 0, "", complete=True, end_call=True)
             case Error():

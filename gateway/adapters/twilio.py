@@ -13,7 +13,15 @@ docs/adapters/twilio.md):
 - each chunk goes out as ``text`` with ``last: false``; a turn ends with ``last:
   true`` (completed, superseded, or failed with a short apology); an interrupted
   turn sends nothing more (Twilio already stopped speaking);
-- ``session.ended`` becomes ``end`` with JSON ``handoffData``.
+- ``session.ended`` becomes ``end`` with JSON ``handoffData``;
+- call control: ``send_digits`` becomes ``sendDigits`` at once; ``end_call`` and
+  ``transfer_call`` end the turn with ``last: true`` and then ``end`` (``handoffData``
+  ``{"reasonCode": "end-call" | "transfer", "to", "reason", "sessionId"}``: your
+  ``<Connect action>`` URL dials ``to``). ConversationRelay reports no playback
+  progress, so ``end`` waits the goodbye's estimated speaking time
+  (:data:`CHARS_PER_S`, from the turn's first chunk, at most
+  :data:`MAX_GOODBYE_S`) and the goodbye is not cut off; a goodbye the caller
+  interrupts cancels the hang-up.
 
 When ``TWILIO_AUTH_TOKEN`` is set the upgrade request must carry a valid
 ``X-Twilio-Signature``, or it is refused with HTTP 403 before the WebSocket opens.
@@ -26,6 +34,8 @@ import base64
 import hashlib
 import hmac
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,11 +44,12 @@ from starlette.websockets import WebSocket
 
 from gateway.adapters import twilio_wire as tw
 from gateway.adapters.wsbase import POLICY_VIOLATION, parse_frame, serve_keyed
-from gateway.connection import Reply
+from gateway.connection import Later, Reply
 from gateway.core.events import (
     ClientEvent,
     Error,
     Interrupt,
+    ResponseCallControl,
     ResponseEnd,
     ResponseStart,
     ResponseTts,
@@ -58,13 +69,30 @@ SETUP_TIMEOUT_S = 15.0
 #: Spoken when a turn fails, so the caller is not left in silence (English sessions only).
 FAILURE_TEXT = "Sorry, I ran into a problem there. Could you say that again?"
 _KEYS_LOGGED = 20
+#: Speaking rate assumed for the goodbye before ``end`` (about 150 words a minute).
+CHARS_PER_S = 15.0
+#: The longest wait for a goodbye to be spoken before ``end``.
+MAX_GOODBYE_S = 10.0
 
 
 class TwilioCodec:
     """ConversationRelay frames <-> session events, for one call."""
 
-    def __init__(self, *, max_frame_bytes: int, dtmf_note: str, failure_text: str) -> None:
+    def __init__(
+        self,
+        *,
+        max_frame_bytes: int,
+        dtmf_note: str,
+        failure_text: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max = max_frame_bytes
+        self._clock = clock
+        #: The streaming turn's call control (end or transfer), its chunks' length
+        #: and when its first chunk went out.
+        self._control: ResponseCallControl | None = None
+        self._spoken = 0
+        self._first_chunk_at: float | None = None
         self._dtmf_note = dtmf_note
         self._failure_text = failure_text
         self._turn_id: str | None = None
@@ -120,12 +148,27 @@ class TwilioCodec:
                 log.warning("%s: second setup frame ignored", PLATFORM)
         return None
 
-    def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | None:
+    def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | Later | None:
         match event:
             case ResponseStart():
                 self._turn_id = event.turn_id
+                self._control, self._spoken, self._first_chunk_at = None, 0, None
             case ResponseTts():
+                if self._first_chunk_at is None:
+                    self._first_chunk_at = self._clock()
+                self._spoken += len(event.text) + 1
                 return tw.text_frame(event.text + " ", last=False)
+            case ResponseCallControl(action="send_digits", digits=str(digits)):
+                return tw.send_digits_frame(digits)
+            case ResponseCallControl():
+                self._control = event
+            case ResponseEnd(status="completed") if self._control is not None:
+                control, self._control = self._control, None
+                return Later(
+                    (tw.text_frame("", last=True),),
+                    tw.end_frame(_handoff(control)),
+                    self._goodbye_left(),
+                )
             case ResponseEnd(status="completed" | "superseded"):
                 return tw.text_frame("", last=True)
             case ResponseEnd(status="failed"):
@@ -143,6 +186,26 @@ class TwilioCodec:
 
     def heartbeat(self, session_id: str, seq: int) -> str | None:
         return None  # no data-frame keep-alive in this protocol; an unknown frame is an error
+
+    def _goodbye_left(self) -> float:
+        """Seconds the turn's speech is likely still playing."""
+        if self._first_chunk_at is None:
+            return 0.0
+        elapsed = self._clock() - self._first_chunk_at
+        return max(0.0, min(MAX_GOODBYE_S, self._spoken / CHARS_PER_S) - elapsed)
+
+
+def _handoff(control: ResponseCallControl) -> dict[str, Any]:
+    """``handoffData`` for the ``<Connect action>`` URL: why the relay ended."""
+    handoff: dict[str, Any] = {
+        "reasonCode": "transfer" if control.action == "transfer_call" else "end-call",
+        "sessionId": control.session_id,
+    }
+    if control.to is not None:
+        handoff["to"] = control.to
+    if control.reason is not None:
+        handoff["reason"] = control.reason
+    return handoff
 
 
 # --- signature ---------------------------------------------------------------------

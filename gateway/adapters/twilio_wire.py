@@ -116,3 +116,8 @@ def text_frame(token: str, *, last: bool) -> str:
 def end_frame(handoff: dict[str, Any]) -> str:
     """An ``end`` frame: the relay ends; ``handoffData`` goes to the ``<Connect action>`` URL."""
     return orjson.dumps({"type": "end", "handoffData": orjson.dumps(handoff).decode()}).decode()
+
+
+def send_digits_frame(digits: str) -> str:
+    """A ``sendDigits`` frame: the relay plays these DTMF keys on the call."""
+    return orjson.dumps({"type": "sendDigits", "digits": digits}).decode()
