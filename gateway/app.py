@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
+from gateway.check import CheckFailed, check_provider
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -136,6 +137,8 @@ def create_app(
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
+            if settings.check_provider:
+                await _check_at_start(llm)
         try:
             opened = await open_store(settings.store_url)
         except StoreLocked as locked:
@@ -226,6 +229,17 @@ def create_app(
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _check_at_start(llm: LLMProvider) -> None:
+    """``GATEWAY_CHECK_PROVIDER``: refuse to start when the key or model is wrong."""
+    try:
+        result = await check_provider(llm)
+    except CheckFailed as failed:
+        await llm.aclose()
+        log.error("provider check failed, not starting: %s", failed)
+        raise
+    log.info("provider check: %s", result.describe())
 
 
 def input_limits(settings: Settings) -> InputLimits:

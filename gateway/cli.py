@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import socket
 import sys
@@ -12,8 +13,10 @@ import uvicorn
 
 from gateway import __version__
 from gateway.app import create_app, drain, uvicorn_options
+from gateway.check import CheckFailed, check_provider
 from gateway.logs import configure_logging
-from gateway.settings import SettingsError, load_settings
+from gateway.providers.factory import build_provider
+from gateway.settings import Settings, SettingsError, load_settings
 
 
 class GatewayServer(uvicorn.Server):
@@ -40,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
         "Settings come from the environment and .env; these flags override them.",
     )
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve"], help="what to do (default: serve)"
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "check"],
+        help="what to do (default: serve); check: verify the provider's key and model "
+        "with one small request, and exit",
     )
     parser.add_argument("--host", help="address to bind (GATEWAY_HOST, default 127.0.0.1)")
     parser.add_argument(
@@ -70,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     settings = settings.model_copy(update=updates)
     configure_logging(settings.log_level)
+    if args.command == "check":
+        return asyncio.run(_check(settings))
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth_enabled:
         logging.getLogger("gateway").warning(
             "!!! SECURITY: listening on %s with NO authentication: anyone who can reach this "
@@ -96,4 +106,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         **uvicorn_options(settings),
     )
     GatewayServer(config, drain=lambda: drain(app, settings)).run()
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    """``voice-gateway check``: 0 when the provider answered, 1 when it did not."""
+    provider = build_provider(settings)
+    try:
+        if provider.name == "offline":
+            sys.stdout.write(
+                "voice-gateway: no GEMINI_API_KEY or OPENAI_API_KEY is set: the offline "
+                "provider needs no check\n"
+            )
+            return 0
+        result = await check_provider(provider, timeout_s=settings.first_token_timeout_s)
+    except CheckFailed as failed:
+        sys.stderr.write(f"voice-gateway: check FAILED: {failed}\n")
+        return 1
+    finally:
+        await provider.aclose()
+    sys.stdout.write(f"voice-gateway: {result.describe()}\n")
     return 0

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     ] = 16000
     max_history_messages: Annotated[
         int, Field(ge=0, validation_alias="GATEWAY_MAX_HISTORY_MESSAGES")
-    ] = 0
+    ] = 200
 
     instructions: Annotated[str | None, Field(validation_alias="GATEWAY_INSTRUCTIONS")] = None
     instructions_file: Annotated[

@@ -161,7 +161,6 @@ class _Turn:
         "chunker",
         "chunks",
         "fallback",
-        "finish",
         "first_chunk_at",
         "first_token_at",
         "id",
@@ -191,7 +190,7 @@ class _Turn:
         self.first_token_at: float | None = None
         self.first_chunk_at: float | None = None
         self.usage: Usage | None = None
-        self.finish: Finish | None = None
+        #: The last chunk is the fallback line, not the model's text.
         self.fallback = False
         self.round = _Round()
         #: How many rounds of function calls went back to the model.

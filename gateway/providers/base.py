@@ -17,19 +17,40 @@ network stream.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway.core.history import Finish, FinishReason, GenerationRequest, StreamItem, Usage
 from gateway.errors import ProviderError
 
 __all__ = [
+    "SPEAK_NOW",
+    "SPEAK_NOW_WITH_INSTRUCTIONS",
     "Finish",
     "FinishReason",
     "LLMProvider",
     "ProviderError",
     "StreamItem",
     "Usage",
+    "build_system_instruction",
 ]
+
+#: Sent as the last user content when the assistant speaks first or again
+#: (``response.create``): most models must be asked by a user turn, and the turn's
+#: instructions are already in the system instruction.
+SPEAK_NOW_WITH_INSTRUCTIONS: Final = (
+    "(No new user input. It is your turn to speak now: follow the instructions for this turn.)"
+)
+SPEAK_NOW: Final = "(No new user input. It is your turn to speak now.)"
+
+
+def build_system_instruction(request: GenerationRequest) -> str | None:
+    """The session's system instruction followed by the turn's instructions, if any."""
+    sections: list[str] = []
+    if request.system_instruction and request.system_instruction.strip():
+        sections.append(request.system_instruction.strip())
+    if request.instructions and request.instructions.strip():
+        sections.append("Instructions for this turn:\n" + request.instructions.strip())
+    return "\n\n".join(sections) or None
 
 
 class LLMProvider(Protocol):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 #: ``GATEWAY_PROVIDER`` names and the module that implements each.
 PROVIDERS: Final[Mapping[str, str]] = {
     "gemini": "gateway.providers.gemini",
+    "openai": "gateway.providers.openai",
     "offline": "gateway.providers.offline",
 }
 

@@ -54,7 +54,12 @@ from gateway.core.history import (
     StreamItem,
     Usage,
 )
-from gateway.providers.base import ProviderError
+from gateway.providers.base import (
+    SPEAK_NOW,
+    SPEAK_NOW_WITH_INSTRUCTIONS,
+    ProviderError,
+    build_system_instruction,
+)
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -65,13 +70,6 @@ logger = logging.getLogger("gateway.providers.gemini")
 #: stream, or None at the end.
 _PumpItem = types.GenerateContentResponse | Exception | None
 
-#: Sent as the last user content when the assistant speaks first or again
-#: (``response.create``): Gemini must be asked by a user turn, and the turn's
-#: instructions are already in the system instruction.
-SPEAK_NOW_WITH_INSTRUCTIONS: Final = (
-    "(No new user input. It is your turn to speak now: follow the instructions for this turn.)"
-)
-SPEAK_NOW: Final = "(No new user input. It is your turn to speak now.)"
 
 _F = types.FinishReason
 #: Gemini finish reasons, as the gateway names them; any other is ``other``.
@@ -126,10 +124,12 @@ def voice_thinking(model: str) -> types.ThinkingConfig | None:
     chat and high-throughput use) or ``low`` (the lowest level Pro accepts) to
     minimise latency. Gemini 2.x models take a token budget instead: 0 turns
     thinking off on Flash and Flash-Lite; 2.x Pro cannot turn it off, so it keeps
-    its default.
+    its default. Models that are not Gemini (Gemma...) get no thinking setting.
     """
     name = model.lower().removeprefix("models/")
     flash = "flash" in name
+    if not name.startswith("gemini-"):
+        return None  # Gemma and other models served by the API: no thinking settings
     if name.startswith(("gemini-1", "gemini-2")):
         return types.ThinkingConfig(thinking_budget=0) if flash and "2.5" in name else None
     level = types.ThinkingLevel.MINIMAL if flash else types.ThinkingLevel.LOW
@@ -393,16 +393,6 @@ def _error_reasons(details: Any) -> frozenset[str]:
         for entry in entries
         if isinstance(entry, dict) and isinstance(entry.get("reason"), str)
     )
-
-
-def build_system_instruction(request: GenerationRequest) -> str | None:
-    """The session's system instruction followed by the turn's instructions, if any."""
-    sections: list[str] = []
-    if request.system_instruction and request.system_instruction.strip():
-        sections.append(request.system_instruction.strip())
-    if request.instructions and request.instructions.strip():
-        sections.append("Instructions for this turn:\n" + request.instructions.strip())
-    return "\n\n".join(sections) or None
 
 
 def build_contents(request: GenerationRequest) -> list[types.Content]:

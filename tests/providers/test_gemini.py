@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from google import genai
 from google.genai import _api_client, types
@@ -353,6 +354,8 @@ async def test_without_thinking_settings_a_flash_model_thinks_minimally(fake_gem
         ("gemini-2.5-flash-lite", {"thinking_budget": 0}),
         ("gemini-2.5-pro", None),
         ("gemini-2.0-flash", None),
+        ("models/gemini-3-flash-preview", {"thinking_level": "MINIMAL"}),
+        ("gemma-3-27b-it", None),
     ],
 )
 def test_voice_thinking_is_the_lowest_latency_setting_each_model_accepts(model, expected):
@@ -609,8 +612,11 @@ async def test_aclose_closes_the_client(fake_gemini):
 
 
 async def test_fake_serves_non_streaming_generate_content(fake_gemini):
+    http = httpx.AsyncClient()  # pinned, as the provider does, whatever is installed
     client = genai.Client(
-        vertexai=False, api_key=API_KEY, http_options=types.HttpOptions(base_url=fake_gemini.url)
+        vertexai=False,
+        api_key=API_KEY,
+        http_options=types.HttpOptions(base_url=fake_gemini.url, httpx_async_client=http),
     )
     try:
         fake_gemini.reply("Plain answer.", chunk_size=4)
@@ -623,3 +629,4 @@ async def test_fake_serves_non_streaming_generate_content(fake_gemini):
     finally:
         await client.aio.aclose()
         client.close()
+        await http.aclose()

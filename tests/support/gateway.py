@@ -24,7 +24,7 @@ ENV_PREFIXES = (
     "TWILIO_",
     "RETELL_",
     "LAYERCODE_",
-    "OPENAI_COMPAT_",
+    "OPENAI_",
 )
 
 
@@ -32,7 +32,7 @@ ENV_PREFIXES = (
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see only the settings they pass, never the developer's own keys."""
     for name in list(os.environ):
-        if name.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_")) or name in (
+        if name.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_", "OPENAI_")) or name in (
             "GOOGLE_API_KEY",
             "PORT",
         ):
