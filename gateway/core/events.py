@@ -98,6 +98,12 @@ class TranscriptTurn:
     reply_to: str | None = None
     instructions: str | None = None
     ordinal: int | None = None
+    #: The caller's own functions for this turn (OpenAI ``tools``): a call to one
+    #: is sent as ``response.function_call`` and *ends* the turn (reason
+    #: ``function_call``), since the result comes with the next request.
+    tools: tuple[ToolSpec, ...] | None = None
+    #: OpenAI ``tool_choice``: ``auto``, ``none``, ``required`` or a function name.
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,8 @@ class GenerationRequest:
     settings: GenerationSettings = GenerationSettings()
     #: The functions the model may call in this turn.
     tools: tuple[ToolSpec, ...] = ()
+    #: ``auto`` (``None``), ``none``, ``required`` or the one function name to call.
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,9 @@ class _Round:
     pending: dict[str, float] = field(default_factory=dict)
     #: The provider stream of this round ended.
     streamed: bool = False
+    #: A client function was called in a turn whose results come with the next
+    #: request (a transcript platform): the round ends the turn.
+    ends_turn: bool = False
 
     @property
     def controls_only(self) -> bool:
@@ -236,6 +239,9 @@ class Session:
         self._generation = GenerationSettings()
         self._usage = NO_USAGE
         self._client_tools: tuple[ToolSpec, ...] = ()
+        #: Client calls end their turn (set by a ``TranscriptTurn`` with ``tools``).
+        self._calls_end_turn = False
+        self._tool_choice: str | None = None
         self._calls = 0
         self._effects: list[Effect] = []
         self.closed = False
@@ -440,6 +446,10 @@ class Session:
                     )
                 self._history = event.transcript
                 self._last_reply = None
+                if event.tools is not None:
+                    self._client_tools = event.tools
+                    self._calls_end_turn = True
+                    self._tool_choice = event.tool_choice
                 last_user = next(
                     (m.text for m in reversed(event.transcript) if m.role == "user"), None
                 )
@@ -520,9 +530,12 @@ class Session:
         if tool.executor == "control":
             self._call_control(turn, call, arguments)
             return
-        deadline = now + self._config.tool_timeout_s
-        current.pending[call.call_id] = deadline
-        self._effects.append(WakeAt(deadline))
+        if tool.executor == "client" and self._calls_end_turn:
+            current.ends_turn = True
+        else:
+            deadline = now + self._config.tool_timeout_s
+            current.pending[call.call_id] = deadline
+            self._effects.append(WakeAt(deadline))
         if tool.executor == "server":
             self._effects.append(RunTool(turn.id, call))
         else:
@@ -876,6 +889,9 @@ class Session:
         current = turn.round
         if not current.streamed or current.pending:
             return
+        if current.ends_turn:
+            self._end_turn(turn, "completed", now, reason="function_call")
+            return
         if current.controls_only:
             self._end_turn(turn, "completed", now, reason=None)
             return
@@ -923,6 +939,7 @@ class Session:
             language=self._language,
             settings=self.generation,
             tools=self.tools,
+            tool_choice=self._tool_choice,
         )
 
     # --- turns -------------------------------------------------------------------

@@ -158,6 +158,23 @@ def build_config(
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         automatic_continuation=False,
         tools=build_tools(request),
+        tool_config=build_tool_config(request),
+    )
+
+
+def build_tool_config(request: GenerationRequest) -> types.ToolConfig | None:
+    """``tool_choice`` as Gemini's function-calling mode (``None``: the default, AUTO)."""
+    choice = request.tool_choice
+    if not request.tools or choice in (None, "auto"):
+        return None
+    if choice == "none":
+        mode, names = types.FunctionCallingConfigMode.NONE, None
+    elif choice == "required":
+        mode, names = types.FunctionCallingConfigMode.ANY, None
+    else:
+        mode, names = types.FunctionCallingConfigMode.ANY, [choice]
+    return types.ToolConfig(
+        function_calling_config=types.FunctionCallingConfig(mode=mode, allowed_function_names=names)
     )
 
 
