@@ -82,15 +82,17 @@ async def test_a_call_streams_as_tool_calls_and_the_sdk_assembles_it(
 
     # The SDK's own accumulator rebuilds the calls from the deltas.
     fake_gemini.reply_events([function_call_event("get_weather", {"city": "Oslo"})])
-    async with client(gateway) as sdk:
-        async with sdk.chat.completions.stream(
+    async with (
+        client(gateway) as sdk,
+        sdk.chat.completions.stream(
             model="gpt-4o",
             messages=[{"role": "user", "content": "And Oslo?"}],
             tools=[WEATHER],
-        ) as stream:
-            async for _ in stream:
-                pass
-            final = await stream.get_final_completion()
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+        final = await stream.get_final_completion()
     (choice,) = final.choices
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls or []
