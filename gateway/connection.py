@@ -57,9 +57,11 @@ class Codec(Protocol):
     """A wire protocol: frames in, events out, and back. One per connection, so a
     codec may keep state (a platform's response ids, say)."""
 
-    def decode(self, frame: str | bytes) -> ClientEvent | WireError | Reply | None:
-        """One frame from the client: an event for the session, an error, a direct
-        reply, or ``None`` when the frame needs nothing (it was only noted)."""
+    def decode(
+        self, frame: str | bytes
+    ) -> ClientEvent | tuple[ClientEvent, ...] | WireError | Reply | None:
+        """One frame from the client: an event (or events, in order) for the session,
+        an error, a direct reply, or ``None`` when the frame needs nothing."""
         ...
 
     def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | Later | None:
@@ -271,6 +273,9 @@ class Connection:
                 runtime.reject(result.code, result.message)
             elif isinstance(result, Reply):
                 self._send_direct(result.text)
+            elif isinstance(result, tuple):
+                for event in result:
+                    runtime.receive(event)
             else:
                 runtime.receive(result)
 

@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     twilio_dtmf_note: Annotated[str, Field(validation_alias="TWILIO_DTMF_NOTE")] = (
         "(The caller pressed the key {digit} on the phone keypad.)"
     )
+    twilio_welcome_greeting: Annotated[str, Field(validation_alias="TWILIO_WELCOME_GREETING")] = ""
+    twilio_interruptible: Annotated[bool | None, Field(validation_alias="TWILIO_INTERRUPTIBLE")] = (
+        None
+    )
+    twilio_preemptible: Annotated[bool | None, Field(validation_alias="TWILIO_PREEMPTIBLE")] = None
     retell_welcome: Annotated[str, Field(validation_alias="RETELL_WELCOME")] = ""
     retell_secret: Annotated[
         SecretStr | None, Field(min_length=16, validation_alias="RETELL_SECRET")

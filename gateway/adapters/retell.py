@@ -6,11 +6,14 @@ truth for history. The mapping (see docs/adapters/retell.md):
 
 - on connect: ``config`` (auto reconnect, call details) and the begin response
   ``response_id: 0`` carrying ``RETELL_WELCOME`` (empty on a reconnect);
-- ``ping_pong`` is echoed; ``call_details`` is kept and its keys logged;
+- ``ping_pong`` is echoed; ``call_details`` becomes template variables
+  (``{{name}}`` in the instructions: the call's string fields, ``metadata.*`` and
+  ``retell_llm_dynamic_variables.*``, also by their bare names);
 - ``update_only`` replaces the history with the transcript (no turn);
 - ``response_required`` / ``reminder_required`` replace the history and start a
   turn for that ``response_id``, superseding an older one (reminders get
-  instructions to re-engage the user); a stale ``response_id`` (not newer than
+  instructions to re-engage the user; a reminder without a transcript keeps the
+  stored history); a stale ``response_id`` (not newer than
   one already taken, even before a reconnect) is ignored by the core;
 - chunks go out as ``response`` frames of the turn's ``response_id``, then
   ``content_complete: true``. Only the newest ``response_id`` is ever spoken: once
@@ -46,6 +49,7 @@ from gateway.core.events import (
     ResponseTts,
     ServerEvent,
     SessionEnded,
+    SessionUpdate,
     SetHistory,
     TranscriptTurn,
 )
@@ -108,6 +112,7 @@ class RetellCodec:
                     sorted(parsed.call)[:_KEYS_LOGGED],
                     sorted(metadata)[:_KEYS_LOGGED] if isinstance(metadata, dict) else [],
                 )
+                return SessionUpdate(variables=call_variables(parsed.call))
             case rw.UpdateOnly():
                 transcript = parsed.messages()
                 if transcript != self._transcript:
@@ -127,6 +132,7 @@ class RetellCodec:
                     reply_to=str(response_id),
                     instructions=REMINDER_INSTRUCTIONS if reminder else None,
                     ordinal=response_id,
+                    keep_history=reminder,
                 )
         return None
 
@@ -165,6 +171,24 @@ class RetellCodec:
 
     def heartbeat(self, session_id: str, seq: int) -> str | None:
         return rw.ping_pong_frame(round(self._clock() * 1000))
+
+
+def call_variables(call: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Template variables from Retell's ``call`` object: its scalar fields by name,
+    ``metadata`` and ``retell_llm_dynamic_variables`` entries both as
+    ``metadata.key`` and as ``key`` (the call's own fields win)."""
+    out: dict[str, str] = {}
+    for group in ("retell_llm_dynamic_variables", "metadata"):
+        nested = call.get(group)
+        if isinstance(nested, dict):
+            for key, value in nested.items():
+                if isinstance(value, str | int | float | bool):
+                    out[f"{group}.{key}"] = str(value)
+                    out.setdefault(str(key), str(value))
+    for key, value in call.items():
+        if isinstance(value, str | int | float | bool):
+            out[str(key)] = str(value)
+    return tuple(sorted(out.items()))
 
 
 def _first_connection(runtime: SessionRuntime) -> bool:

@@ -31,6 +31,7 @@ from gateway.core.events import (
     ResponseCallControl,
     ResponseEnd,
     ResponseFunctionCall,
+    ResponseFunctionResult,
     ResponseTts,
     ServerEvent,
     SessionEnded,
@@ -132,7 +133,14 @@ class Called:
     event: ResponseFunctionCall | ResponseCallControl
 
 
-TurnUpdate = Chunk | Called | Failure | Ended | Duplicate | Rejected | Cut
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A server tool answered a call of this turn."""
+
+    event: ResponseFunctionResult
+
+
+TurnUpdate = Chunk | Called | ToolResult | Failure | Ended | Duplicate | Rejected | Cut
 
 
 class _Gone:
@@ -224,7 +232,7 @@ class TurnFollower:
                 continue
             if isinstance(update, Chunk):
                 self.chunks.append(update.text)
-            elif not isinstance(update, Failure | Called):
+            elif not isinstance(update, Failure | Called | ToolResult):
                 self._settled = True
             return update
         raise StopAsyncIteration
@@ -240,6 +248,8 @@ class TurnFollower:
                 return Chunk(item.text, item.index)
             case ResponseFunctionCall() | ResponseCallControl() if item.turn_id == turn_id:
                 return Called(item)
+            case ResponseFunctionResult() if item.turn_id == turn_id:
+                return ToolResult(item)
             case Error() if item.turn_id is not None and item.turn_id == turn_id:
                 return Failure(item)
             case Error() if item.turn_id is None and turn_id is None:

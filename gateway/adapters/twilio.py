@@ -6,7 +6,12 @@ docs/adapters/twilio.md):
 
 - ``setup`` opens the session keyed by the call (``callSid``, or Telnyx's
   ``callControlId``/``callSessionId``); frames before it are ignored;
-- ``prompt`` with ``last: true`` is a user message (partials start nothing);
+- ``prompt`` with ``last: true`` is a user message (partials start nothing); a
+  ``lang`` other than the session's switches it (``session.update``: the chunker's
+  rules) and Twilio's voice with a ``language`` frame; before the first one, the
+  ``customParameters`` become template variables (``{{name}}`` in the
+  instructions) and ``TWILIO_WELCOME_GREETING`` — what the caller heard of it,
+  if they barged in — enters history;
 - ``interrupt`` interrupts the streaming (or just completed) turn and keeps only
   ``utteranceUntilInterrupt`` in history; ``dtmf`` becomes a user message
   (``TWILIO_DTMF_NOTE``); ``info`` and ``error`` are logged;
@@ -48,6 +53,7 @@ from gateway.connection import Later, Reply
 from gateway.core.events import (
     ClientEvent,
     Error,
+    Greeted,
     Interrupt,
     ResponseCallControl,
     ResponseEnd,
@@ -55,6 +61,8 @@ from gateway.core.events import (
     ResponseTts,
     ServerEvent,
     SessionEnded,
+    SessionUpdate,
+    SessionUpdated,
     UserMessage,
 )
 from gateway.core.replay import LoggedEvent
@@ -85,8 +93,18 @@ class TwilioCodec:
         dtmf_note: str,
         failure_text: str,
         clock: Callable[[], float] = time.monotonic,
+        language: str = "en",
+        greeting: str = "",
+        interruptible: bool | None = None,
+        preemptible: bool | None = None,
     ) -> None:
         self._max = max_frame_bytes
+        self._language = language.lower()
+        self._voice_language = language.lower()
+        self._greeting = greeting.strip()
+        self._heard_greeting: str | None = None
+        self._prompted = False
+        self._flags = {"interruptible": interruptible, "preemptible": preemptible}
         self._clock = clock
         #: The streaming turn's call control (end or transfer), its chunks' length
         #: and when its first chunk went out.
@@ -120,7 +138,9 @@ class TwilioCodec:
         )
         return self.call_key
 
-    def decode(self, frame: str | bytes) -> ClientEvent | WireError | Reply | None:
+    def decode(
+        self, frame: str | bytes
+    ) -> ClientEvent | tuple[ClientEvent, ...] | WireError | Reply | None:
         parsed = self._parse(frame)
         if parsed is None:
             return None  # already logged
@@ -130,10 +150,12 @@ class TwilioCodec:
                 if not parsed.last or not text:
                     log.debug("%s: partial or empty prompt noted", PLATFORM)
                     return None
-                return UserMessage(text=text)
+                return self._prompt(text, parsed.lang)
             case tw.Interrupt():
                 log.debug("%s: interrupt after %s ms", PLATFORM, parsed.duration_ms)
                 if self._turn_id is None:
+                    if not self._prompted and self._greeting:
+                        self._heard_greeting = parsed.utteranceUntilInterrupt or ""
                     return None
                 return Interrupt(turn_id=self._turn_id, heard_text=parsed.utteranceUntilInterrupt)
             case tw.Dtmf():
@@ -157,7 +179,10 @@ class TwilioCodec:
                 if self._first_chunk_at is None:
                     self._first_chunk_at = self._clock()
                 self._spoken += len(event.text) + 1
-                return tw.text_frame(event.text + " ", last=False)
+                return tw.text_frame(event.text + " ", last=False, **self._flags)
+            case SessionUpdated(language=str(language)) if language.lower() != self._voice_language:
+                self._voice_language = language.lower()
+                return tw.language_frame(language)
             case ResponseCallControl(action="send_digits", digits=str(digits)):
                 return tw.send_digits_frame(digits)
             case ResponseCallControl():
@@ -186,6 +211,28 @@ class TwilioCodec:
 
     def heartbeat(self, session_id: str, seq: int) -> str | None:
         return None  # no data-frame keep-alive in this protocol; an unknown frame is an error
+
+    def _prompt(self, text: str, lang: str | None) -> tuple[ClientEvent, ...]:
+        """A final prompt: first the call's setup (variables, greeting), then a
+        language switch if ``lang`` changed, then the user message."""
+        events: list[ClientEvent] = []
+        if not self._prompted:
+            self._prompted = True
+            variables = {k: str(v) for k, v in self.custom_parameters.items()}
+            if self.call_key is not None:
+                variables.setdefault("callSid", self.call_key)
+            if variables:
+                events.append(SessionUpdate(variables=tuple(sorted(variables.items()))))
+            heard = self._greeting if self._heard_greeting is None else self._heard_greeting
+            if heard.strip():
+                events.append(Greeted(heard))
+        tag = (lang or "").strip()
+        if tag and tag.split("-")[0].lower() != self._language.split("-")[0]:
+            # The caller speaks another language: the session (chunker) and the voice follow.
+            self._language = tag.lower()
+            events.append(SessionUpdate(language=tag))
+        events.append(UserMessage(text=text))
+        return tuple(events)
 
     def _goodbye_left(self) -> float:
         """Seconds the turn's speech is likely still playing."""
@@ -294,6 +341,10 @@ def routes(settings: Settings) -> list[BaseRoute]:
             dtmf_note=settings.twilio_dtmf_note,
             # GATEWAY_FALLBACK_TEXT, when set, is already spoken as the turn's last chunk.
             failure_text=FAILURE_TEXT if english and not settings.fallback_text else "",
+            language=settings.language,
+            greeting=settings.twilio_welcome_greeting,
+            interruptible=settings.twilio_interruptible,
+            preemptible=settings.twilio_preemptible,
         )
 
         async def setup() -> str | None:

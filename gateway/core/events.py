@@ -54,6 +54,18 @@ class SessionUpdate:
     #: The client's own functions (replacing those it declared before); ``None``:
     #: unchanged.
     tools: tuple[ToolSpec, ...] | None = None
+    #: Template variables: ``{{name}}`` in the instructions becomes the value
+    #: (Retell ``call_details``, Twilio ``customParameters``); replaces earlier ones.
+    variables: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Greeted:
+    """The platform spoke a greeting of its own (Twilio ``welcomeGreeting``): what
+    the caller heard of it enters history as the assistant's first words, if the
+    conversation has not begun."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,8 @@ class TranscriptTurn:
     tools: tuple[ToolSpec, ...] | None = None
     #: OpenAI ``tool_choice``: ``auto``, ``none``, ``required`` or a function name.
     tool_choice: str | None = None
+    #: An empty ``transcript`` keeps the stored history (Retell's reminder without one).
+    keep_history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +136,7 @@ ClientEvent = (
     | SetHistory
     | TranscriptTurn
     | FunctionResult
+    | Greeted
 )
 
 
@@ -259,6 +274,20 @@ class ResponseFunctionCall:
     arguments: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseFunctionResult:
+    """A server tool (``GATEWAY_TOOLS_FILE``) answered a call of the turn; the
+    model goes on with it. Informational: nothing to answer."""
+
+    type: Literal["response.function_result"] = "response.function_result"
+    session_id: str
+    seq: int
+    turn_id: str
+    call_id: str
+    name: str
+    output: Any
+
+
 CallAction = Literal["end_call", "transfer_call", "send_digits"]
 
 
@@ -334,6 +363,7 @@ ServerEvent = (
     | ResponseTts
     | ResponseEnd
     | ResponseFunctionCall
+    | ResponseFunctionResult
     | ResponseCallControl
     | HistoryTruncated
     | UserDuplicate

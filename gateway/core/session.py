@@ -46,6 +46,7 @@ from gateway.core.events import (
     ClientEvent,
     Error,
     FunctionResult,
+    Greeted,
     HistoryTruncated,
     Interrupt,
     Latency,
@@ -56,6 +57,7 @@ from gateway.core.events import (
     ResponseCreate,
     ResponseEnd,
     ResponseFunctionCall,
+    ResponseFunctionResult,
     ResponseStart,
     ResponseTts,
     ServerEvent,
@@ -205,6 +207,18 @@ class _Turn:
 _DIGITS = re.compile(r"^[0-9*#wW]{1,64}$")
 
 
+_VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
+
+
+def render(instructions: str | None, variables: tuple[tuple[str, str], ...]) -> str | None:
+    """``instructions`` with each ``{{name}}`` replaced by its variable (names not
+    given are left as they are)."""
+    if instructions is None or not variables or "{{" not in instructions:
+        return instructions
+    values = dict(variables)
+    return _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), instructions)
+
+
 def _error_output(message: str) -> str:
     """A function result saying the call failed (the model can tell the user)."""
     return orjson.dumps({"error": message}).decode()
@@ -241,6 +255,7 @@ class Session:
         self._client_tools: tuple[ToolSpec, ...] = ()
         #: Client calls end their turn (set by a ``TranscriptTurn`` with ``tools``).
         self._calls_end_turn = False
+        self._variables: tuple[tuple[str, str], ...] = ()
         self._tool_choice: str | None = None
         self._calls = 0
         self._effects: list[Effect] = []
@@ -270,6 +285,7 @@ class Session:
             ended=self.closed,
             last_ordinal=self._last_ordinal,
             client_tools=self._client_tools,
+            variables=self._variables,
         )
 
     @classmethod
@@ -304,6 +320,7 @@ class Session:
         session.closed = state.ended
         session._last_ordinal = state.last_ordinal
         session._client_tools = state.client_tools
+        session._variables = state.variables
         if state.open_turn is not None:
             open_turn = state.open_turn
             turn = _Turn(
@@ -429,6 +446,11 @@ class Session:
                         f"function.result for {event.call_id[:64]!r}: no such call is waiting "
                         "(unknown, already answered, or its turn ended)",
                     )
+            case Greeted():
+                text = _CONTROL.sub("", event.text).strip()
+                if text and not self._history and self._turn is None:
+                    self._history = (Message("assistant", text),)
+                    self._effects.append(SaveState())
             case SetHistory():
                 self._history = event.transcript
                 self._last_reply = None
@@ -444,14 +466,15 @@ class Session:
                     self._end_turn(
                         self._turn, "superseded", now, reason="a newer response was requested"
                     )
-                self._history = event.transcript
+                if event.transcript or not event.keep_history:
+                    self._history = event.transcript
                 self._last_reply = None
                 if event.tools is not None:
                     self._client_tools = event.tools
                     self._calls_end_turn = True
                     self._tool_choice = event.tool_choice
                 last_user = next(
-                    (m.text for m in reversed(event.transcript) if m.role == "user"), None
+                    (m.text for m in reversed(self._history) if m.role == "user"), None
                 )
                 self._start_turn(event.reply_to, last_user, now, instructions=event.instructions)
 
@@ -551,7 +574,22 @@ class Session:
             )
 
     def tool_finished(self, call_id: str, output: str, now: float) -> None:
-        """A server tool's result (JSON text); dropped if its turn has ended."""
+        """A server tool's result (JSON text), announced as ``response.function_result``;
+        dropped if its turn has ended."""
+        turn = self._turn
+        if turn is None or call_id not in turn.round.pending:
+            return
+        name = next((c.name for c in turn.round.calls if c.call_id == call_id), "")
+        self._send(
+            ResponseFunctionResult(
+                session_id=self.id,
+                seq=self._next_seq(),
+                turn_id=turn.id,
+                call_id=call_id,
+                name=name,
+                output=orjson.loads(output),
+            )
+        )
         self._take_result(call_id, output, now)
 
     def tick(self, now: float) -> None:
@@ -820,6 +858,8 @@ class Session:
             self._generation = self._generation.merged(event.generation)
         if event.tools is not None:
             self._client_tools = event.tools
+        if event.variables is not None:
+            self._variables = event.variables
         if event.instructions is not None:
             self._instructions = event.instructions.strip() or self._config.system_instruction
         if event.language is not None:
@@ -933,7 +973,7 @@ class Session:
         return GenerationRequest(
             session_id=self.id,
             turn_id=turn_id,
-            system_instruction=self._instructions,
+            system_instruction=render(self._instructions, self._variables),
             messages=fit_history(self._history, self._config.context),
             instructions=instructions,
             language=self._language,

@@ -64,6 +64,8 @@ class SessionState:
     last_ordinal: int | None = None
     #: The functions the client declared (``session.update`` ``tools``).
     client_tools: tuple[ToolSpec, ...] = ()
+    #: Template variables for ``{{name}}`` in the instructions.
+    variables: tuple[tuple[str, str], ...] = ()
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)

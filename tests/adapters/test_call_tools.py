@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from tests.adapters.http_helpers import http_client
+from tests.adapters.test_layercode import message, webhook
 from tests.adapters.test_retell import connect, required, response, utterance
 from tests.adapters.test_twilio import SETUP, TALK_END, prompt, spoken, talk
 from tests.adapters.ws_helpers import start_on_gemini
@@ -181,3 +183,31 @@ async def test_retell_transfer(
     assert frames[-1]["end_call"] is False
     # Call control alone does not go back to the model.
     assert len(fake_gemini.requests) == 1
+
+
+async def test_layercode_response_data_carries_the_tool_result(
+    start_gateway: GatewayFactory,
+    fake_gemini: FakeGemini,
+    webhooks: WebhookServer,
+    tmp_path: Path,
+) -> None:
+    gateway = gateway_with_tools(start_gateway, fake_gemini, webhooks, tmp_path)
+    fake_gemini.reply_events([function_call_event("get_weather", {"city": "Oslo"})])
+    fake_gemini.reply("It is snowing in Oslo.")
+    async with http_client(gateway.http_url) as client:
+        status, events = await webhook(client, message("Weather in Oslo?", "turn-1"))
+    assert status == 200
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "response.data"
+    assert kinds[-1] == "response.end"
+    assert events[0] == {
+        "type": "response.data",
+        "turn_id": "turn-1",
+        "content": {
+            "type": "function_result",
+            "call_id": events[0]["content"]["call_id"],
+            "name": "get_weather",
+            "output": {"temp_c": -3, "sky": "snow"},
+        },
+    }
+    assert any("snowing" in e.get("content", "") for e in events if e["type"] == "response.tts")
