@@ -152,7 +152,12 @@ class _Round:
 
     @property
     def controls_only(self) -> bool:
-        return all(call.name in _CONTROL_NAMES for call in self.calls)
+        """Every call was call control, and each was carried out (a refused one,
+        such as a transfer without a target, goes back to the model)."""
+        return all(
+            call.name in _CONTROL_NAMES and self.results.get(call.call_id) == _OK
+            for call in self.calls
+        )
 
 
 class _Turn:
@@ -204,6 +209,8 @@ class _Turn:
         self.spent: Usage | None = None
 
 
+#: The result of a call-control tool the adapter will carry out.
+_OK = '{"ok":true}'
 _DIGITS = re.compile(r"^[0-9*#wW]{1,64}$")
 
 
@@ -899,7 +906,7 @@ class Session:
                     "send_digits needs 'digits' made of 0-9, *, # and w"
                 )
                 return
-        turn.round.results[call.call_id] = orjson.dumps({"ok": True}).decode()
+        turn.round.results[call.call_id] = _OK
         self._send(
             ResponseCallControl(
                 session_id=self.id,

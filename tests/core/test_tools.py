@@ -360,3 +360,15 @@ def test_check_tool_defaults_parameters_to_an_empty_object() -> None:
     error = wire.decode(frame.decode(), max_bytes=65536)
     assert isinstance(error, WireError)
     assert "twice" in error.message
+
+
+def test_a_refused_call_control_goes_back_to_the_model() -> None:
+    session = make()
+    turn = start(session, "Transfer me")
+    session.provider_delta(turn, "One moment.", 1)
+    session.provider_call(turn, call("transfer_call", "t1"), 1)
+    session.provider_done(turn, 1)
+    effects = session.effects()
+    assert not any(isinstance(e, ResponseEnd) for e in sent(effects))
+    (gen,) = [e for e in effects if isinstance(e, StartGeneration)]
+    assert "error" in gen.request.messages[-1].text
