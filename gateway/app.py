@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -20,6 +21,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
+from gateway.budgets import CappedStore
 from gateway.check import CheckFailed, check_provider
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
@@ -31,7 +33,11 @@ from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
 from gateway.errors import AuthError
 from gateway.generation import ProviderPolicy
-from gateway.guard import Guard
+from gateway.guard import Guard, log_posture
+from gateway.hosts import BrowserGate
+from gateway.instrumented import InstrumentedProvider, InstrumentedStore
+from gateway.logformat import describe_store
+from gateway.ops import Telemetry, ops_middleware, ops_routes
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.factory import build_provider
@@ -42,7 +48,10 @@ from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import open_store
+from gateway.tenants import address_principal
 from gateway.tools.webhook import WebhookRunner
+from gateway.tracing import Tracing
+from gateway.transport import TransportLimits, protocol_classes, socket_cap
 
 log = logging.getLogger("gateway")
 
@@ -105,9 +114,12 @@ def create_app(
     *,
     provider: LLMProvider | None = None,
     store: Callable[[SessionStore], SessionStore] | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
-    """Build the gateway app; ``provider`` overrides the one the settings choose, and
-    ``store`` wraps the opened store (fault injection in tests)."""
+    """Build the gateway app; ``provider`` overrides the one the settings choose,
+    ``store`` wraps the opened store (fault injection in tests), and ``tracing`` the
+    tracing the ``OTEL_*`` variables configure."""
+    telemetry = Telemetry.from_settings(settings, tracing)
     tools_file = settings.tools()
     session_config = SessionConfig(
         provider="",
@@ -115,6 +127,8 @@ def create_app(
         system_instruction=settings.system_instruction(),
         language=settings.language,
         max_text_chars=settings.max_text_chars,
+        max_instructions_chars=settings.max_instructions_chars,
+        max_session_chars=settings.max_session_chars,
         max_chunk_chars=settings.max_chunk_chars,
         generation=settings.generation(),
         context=settings.context_budget(),
@@ -139,13 +153,20 @@ def create_app(
             log.info("provider=%s model=%s", llm.name, llm.model)
             if settings.check_provider:
                 await _check_at_start(llm)
+        llm = InstrumentedProvider(llm, telemetry.metrics, telemetry.tracing)
         try:
             opened = await open_store(settings.store_url)
         except StoreLocked as locked:
             log.error("%s", locked)
             raise
-        store = opened if wrap_store is None else wrap_store(opened)
-        log.info("session store: %s", settings.store_url.split("://", 1)[0])
+        capped = await CappedStore.wrap(  # GATEWAY_MAX_STORED_SESSIONS (gateway.budgets)
+            opened if wrap_store is None else wrap_store(opened),
+            max_sessions=settings.max_stored_sessions,
+            log_events=settings.replay_capacity,
+        )
+        store = InstrumentedStore(capped, telemetry.metrics, telemetry.tracing)
+        log.info("session store: %s", describe_store(settings.store_url))
+        log_posture(settings)
         secret = settings.tools_secret.get_secret_value() if settings.tools_secret else None
         runner = WebhookRunner(tools_file, secret=secret) if tools_file.tools else None
         config = ManagerConfig(
@@ -171,6 +192,7 @@ def create_app(
             app.state.manager = manager
             app.state.store = store
             app.state.guard = guard
+            telemetry.metrics.count_live_sessions(manager.__len__)
             sweeper = asyncio.get_running_loop().create_task(
                 _sweep_forever(manager, settings), name="sweeper"
             )
@@ -204,7 +226,8 @@ def create_app(
 
         async def opener(connection: Connection) -> SessionRuntime:
             if resume is None:
-                runtime, _ = await manager.start(connection, principal=name)
+                owner = name or address_principal(websocket)  # gateway.tenants
+                runtime, _ = await manager.start(connection, principal=owner)
                 return runtime
             session_id, token, last_seq = resume
             return await manager.resume(
@@ -225,10 +248,17 @@ def create_app(
         WebSocketRoute("/ws", websocket_native),
         *api_routes(manager_of, store_of),
         *adapter_routes(settings),
+        *ops_routes(settings, telemetry),
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
-    return Starlette(routes=routes, lifespan=lifespan)
+    # Outermost first: request ids and edge metrics see every request, refused ones too;
+    # then the host and origin gate; then CORS and OPTIONS.
+    middleware = ops_middleware(settings, telemetry)
+    middleware.insert(1, Middleware(BrowserGate, settings=settings))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app.state.telemetry = telemetry
+    return app
 
 
 async def _check_at_start(llm: LLMProvider) -> None:
@@ -268,9 +298,25 @@ async def drain(app: Starlette, settings: Settings) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Server options that belong to the gateway's behaviour (used by the CLI and tests)."""
+    """Server options that belong to the gateway's behaviour (used by the CLI and tests):
+    the protocol classes of :mod:`gateway.transport` carry the connection limits."""
+    http, ws = protocol_classes(
+        TransportLimits(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_sockets=socket_cap(settings.max_sockets, settings.fd_reserve),
+            probe_slots=max(1, settings.fd_reserve // 2),
+            max_in_bytes_per_s=settings.max_in_bytes_per_s,
+        )
+    )
     return {
-        "ws": "websockets-sansio",
+        "http": http,
+        "ws": ws,
+        "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
+        # No permessage-deflate: text frames are small, and compression would let a
+        # client send many times the byte budget (and costs zlib state per socket).
+        "ws_per_message_deflate": False,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }

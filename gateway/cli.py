@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import socket
 import sys
@@ -16,16 +17,36 @@ from gateway.app import create_app, drain, uvicorn_options
 from gateway.check import CheckFailed, check_provider
 from gateway.logs import configure_logging
 from gateway.providers.factory import build_provider
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import Settings, SettingsError, load_settings, unknown_settings
+
+log = logging.getLogger("gateway")
+
+WORKERS_REFUSED = (
+    "--workers {n}: the gateway runs in one process for now: each live session (its socket, "
+    "model stream and timers) is held in that process's memory, so several workers could not "
+    "share sessions or resume each other's. Run one process per instance (scale out with more "
+    "instances) until the distributed mode with a shared Redis store lands."
+)
 
 
 class GatewayServer(uvicorn.Server):
     """uvicorn, with a graceful drain of the sessions between "stop accepting" and
     "close every connection", and exit status 0 after a clean SIGTERM."""
 
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Callable[[], Awaitable[None]],
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(config)
         self._drain = drain
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -59,13 +80,68 @@ def _parser() -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (GATEWAY_LOG_LEVEL, default info)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes; only 1 for now (the distributed mode is not there yet)",
+    )
     parser.add_argument("--version", action="version", version=f"voice-gateway {__version__}")
     return parser
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; ``OSError`` if it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    """One line that says why ``host:port`` cannot be listened on, and what to do."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is already in use (another gateway?); "
+            "stop it or choose another port with --port or GATEWAY_PORT"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"cannot listen on {where}: no such local address (check --host or GATEWAY_HOST)"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def _listening(settings: Settings, sock: socket.socket) -> Callable[[], None]:
+    def announce() -> None:
+        port = sock.getsockname()[1]
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        log.info(
+            "voice-gateway %s listening on http://%s:%s (WebSocket: ws://%s:%s/ws)",
+            __version__,
+            host,
+            port,
+            host,
+            port,
+        )
+
+    return announce
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, load settings, serve until interrupted; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.workers is not None and args.workers != 1:
+        sys.stderr.write(f"voice-gateway: {WORKERS_REFUSED.format(n=args.workers)}\n")
+        return 2
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -77,25 +153,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     settings = settings.model_copy(update=updates)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    for warning in unknown_settings():
+        log.warning("%s", warning)
     if args.command == "check":
         return asyncio.run(_check(settings))
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth_enabled:
-        logging.getLogger("gateway").warning(
+        log.warning(
             "!!! SECURITY: listening on %s with NO authentication: anyone who can reach this "
             "port can open sessions and spend your model quota. Set GATEWAY_API_KEYS or "
             "GATEWAY_JWT_SECRET / GATEWAY_JWT_PUBLIC_KEY (see README, Security). !!!",
             settings.host,
         )
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        sys.stderr.write(f"voice-gateway: {bind_error(settings.host, settings.port, exc)}\n")
+        return 1
     app = create_app(settings)
-    logging.getLogger("gateway").info(
-        "voice-gateway %s listening on http://%s:%s (WebSocket: ws://%s:%s/ws)",
-        __version__,
-        settings.host,
-        settings.port,
-        settings.host,
-        settings.port,
-    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -105,7 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=True,
         **uvicorn_options(settings),
     )
-    GatewayServer(config, drain=lambda: drain(app, settings)).run()
+    server = GatewayServer(
+        config, drain=lambda: drain(app, settings), on_started=_listening(settings, sock)
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 

@@ -54,9 +54,10 @@ class ProviderError(GatewayError):
     """A provider call failed.
 
     ``code`` is a stable machine-readable name (``rate_limited``, ``unavailable``,
-    ``bad_request``, ``auth_failed``, ``timeout``, ``connection_lost``,
-    ``bad_response``, ``provider_error``); ``retryable`` says whether the same
-    request may succeed if sent again; ``status`` is the HTTP status when there was one.
+    ``bad_request``, ``auth_failed``, ``model_not_found``, ``timeout``,
+    ``connection_lost``, ``bad_response``, ``provider_error``); ``retryable`` says
+    whether the same request may succeed if sent again; ``status`` is the HTTP
+    status when there was one.
     """
 
     def __init__(

@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
     TOKEN_BUDGET_EXHAUSTED = "token_budget_exhausted"
+    INSTRUCTIONS_TOO_LONG = "instructions_too_long"
+    SESSION_FULL = "session_full"
     PROVIDER_ERROR = "provider_error"
     INVALID_TOOL = "invalid_tool"
     UNKNOWN_CALL = "unknown_call"

@@ -107,6 +107,11 @@ class SessionConfig:
     system_instruction: str | None = None
     language: str = "en"
     max_text_chars: int = 4000
+    #: Longest ``instructions`` a client may set (``session.update``, ``response.create``).
+    max_instructions_chars: int = 8000
+    #: The conversation a session may hold, in characters of history: past it a
+    #: ``user.message`` gets ``session_full``; a platform's transcript keeps its newest part.
+    max_session_chars: int = 200_000
     first_chunk_min_chars: int = 40
     first_chunk_max_chars: int = 120
     max_chunk_chars: int = 300
@@ -436,7 +441,9 @@ class Session:
             case PlaybackAck():
                 self._on_playback_ack(event)
             case ResponseCreate():
-                if self._within_budget():
+                if self._within_budget() and self._instructions_fit(
+                    event.instructions, "response.create"
+                ):
                     self._start_turn(None, None, now, instructions=event.instructions)
             case SessionUpdate():
                 self._on_session_update(event)
@@ -459,7 +466,7 @@ class Session:
                     self._history = (Message("assistant", text),)
                     self._effects.append(SaveState())
             case SetHistory():
-                self._history = event.transcript
+                self._history = self._fit(event.transcript)
                 self._last_reply = None
                 self._effects.append(SaveState())
             case TranscriptTurn():
@@ -474,7 +481,7 @@ class Session:
                         self._turn, "superseded", now, reason="a newer response was requested"
                     )
                 if event.transcript or not event.keep_history:
-                    self._history = event.transcript
+                    self._history = self._fit(event.transcript)
                 self._last_reply = None
                 if event.tools is not None:
                     self._client_tools = event.tools
@@ -484,6 +491,25 @@ class Session:
                     (m.text for m in reversed(self._history) if m.role == "user"), None
                 )
                 self._start_turn(event.reply_to, last_user, now, instructions=event.instructions)
+
+    def _instructions_fit(self, instructions: str | None, where: str) -> bool:
+        limit = self._config.max_instructions_chars
+        if instructions is None or len(instructions) <= limit:
+            return True
+        self.reject(
+            ErrorCode.INSTRUCTIONS_TOO_LONG,
+            f"{where} instructions have {len(instructions)} characters; the limit is {limit}",
+        )
+        return False
+
+    def _fit(self, transcript: tuple[Message, ...]) -> tuple[Message, ...]:
+        """The newest part of a platform's transcript that fits the session budget."""
+        budget, kept = self._config.max_session_chars, 0
+        for index in range(len(transcript) - 1, -1, -1):
+            kept += len(transcript[index].text)
+            if kept > budget:
+                return transcript[index + 1 :]
+        return transcript
 
     def reject(
         self, code: ErrorCode, message: str, *, fatal: bool = False, now: float = 0.0
@@ -761,6 +787,14 @@ class Session:
             return
         if not self._within_budget():
             return
+        held = sum(len(m.text) for m in self._history)
+        if held + len(text) > self._config.max_session_chars:
+            self.reject(
+                ErrorCode.SESSION_FULL,
+                f"the session holds {held} characters of conversation and may hold at most "
+                f"{self._config.max_session_chars}; start a new session",
+            )
+            return
         self._messages += 1
         message_id = event.id if event.id is not None else f"m{self._messages}"
         if self._turn is not None:
@@ -835,6 +869,8 @@ class Session:
         self._effects.append(SaveState())
 
     def _on_session_update(self, event: SessionUpdate) -> None:
+        if not self._instructions_fit(event.instructions, "session.update"):
+            return
         if event.language is not None and not _LANGUAGE_TAG.match(event.language):
             self.reject(
                 ErrorCode.INVALID_FIELD,

@@ -2,15 +2,19 @@
 not, a store that fails and recovers on command, and a gateway fixture that runs
 the real app under uvicorn with both.
 
-``FaultyProvider`` wraps the offline provider. What it does for a turn is read
-off the newest user message:
+``FaultyProvider`` wraps the offline provider (its stream passes through). What it
+does for a turn is read off the newest user message:
 
 - ``[raise-before]``: raise before the first token;
 - ``[raise-mid]``: raise after some tokens (a sentence or two was spoken);
 - ``[raise-end]``: raise after the whole reply was streamed, before the stream ends;
 - ``[random]``: raise at a random point (a seeded RNG per session and turn picks the
   point and the exception);
+- ``[raise-cancel]``: raise a stray ``asyncio.CancelledError`` after some tokens
+  (a library bug; nobody cancelled the task);
 - ``[hang]``: send nothing, ever (until cancelled);
+- ``[deaf]``: send one sentence, then ignore cancellation (swallow every
+  ``CancelledError``) until :attr:`FaultyProvider.released` is set;
 - ``[long:N]``: reply with ``N`` numbered sentences, one delta each (big turns);
 
 and with ``rate > 0``, any other turn raises at a random point with that
@@ -20,13 +24,16 @@ fault is recorded in :attr:`FaultyProvider.raised`.
 
 ``FlakyStore`` wraps a real store. ``failing = True`` makes ``commit`` (and the
 methods named in ``fail_methods``) raise ``StoreError`` until ``failing = False``;
-``commit_delay_s`` slows every commit down; calls are counted. The test thread
-flips these attributes while the server's loop (another thread) reads them.
+``commit_delay_s`` slows every commit down, ``delays`` any method before it
+runs, ``stale_delays`` a read after it ran (its answer goes stale); calls are
+counted. The test thread flips these attributes while the server's loop (another
+thread) reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import threading
@@ -39,6 +46,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from websockets.exceptions import ConnectionClosed
 
 from gateway.app import create_app, uvicorn_options
 from gateway.core.history import GenerationRequest
@@ -48,6 +56,7 @@ from gateway.providers.offline import OfflineProvider, compose_reply
 from gateway.settings import Settings
 from gateway.stores.base import SessionMeta, SessionStore, StoredEvent, StoredSession
 from gateway.stores.sqlite import SqliteStore
+from tests.support.client import Client
 from tests.support.servers import RunningServer, running
 
 EXCEPTIONS: tuple[type[Exception], ...] = (RuntimeError, KeyError, ValueError)
@@ -62,7 +71,7 @@ class Fault:
     turn_id: str
     where: str
     after_tokens: int
-    exception: type[Exception]
+    exception: type[BaseException]
 
 
 def last_user_text(request: GenerationRequest) -> str:
@@ -83,7 +92,7 @@ class FaultyProvider:
         token_chars: int = 4,
         token_delay_s: float = 0.0,
     ) -> None:
-        self._inner = inner
+        self._inner = inner or OfflineProvider(token_chars=token_chars, token_delay_s=token_delay_s)
         self._seed = seed
         self._rate = rate
         self._token_chars = token_chars
@@ -91,8 +100,16 @@ class FaultyProvider:
         self._lock = threading.Lock()
         self.raised: list[Fault] = []
         self.streams = 0
+        #: Tokens handed out so far, over every stream.
+        self.tokens = 0
         #: Streams that were closed (``aclose``d or cancelled) before they ended.
         self.cut = 0
+        #: Ends every ``[deaf]`` stream (set it before the server stops).
+        self.released = threading.Event()
+        #: ``[deaf]`` streams that started ignoring cancellation, and the
+        #: cancellations they swallowed.
+        self.deaf = 0
+        self.swallowed = 0
 
     @property
     def name(self) -> str:
@@ -115,39 +132,66 @@ class FaultyProvider:
             return "mid", max(1, n_tokens // 2)
         if "[raise-end]" in text:
             return "end", n_tokens
+        if "[raise-cancel]" in text:
+            return "cancel", max(1, n_tokens // 2)
         if "[random]" in text or (self._rate and rng.random() < self._rate):
             return "random", rng.randint(0, n_tokens)
         return None
 
-    def _tokens(self, request: GenerationRequest) -> list[str]:
-        text = last_user_text(request)
-        long = _LONG.search(text)
+    def _length(self, request: GenerationRequest) -> int:
+        """How many text deltas the reply will have (for placing a fault)."""
+        long = _LONG.search(last_user_text(request))
         if long is not None:
-            return [f"Sentence number {i} is here. " for i in range(int(long.group(1)))]
-        reply = compose_reply(request)
-        step = self._token_chars
-        return [reply[i : i + step] for i in range(0, len(reply), step)]
+            return int(long.group(1))
+        return -(-len(compose_reply(request)) // self._token_chars)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def _source(self, request: GenerationRequest) -> AsyncIterator[Any]:
+        """The stream being wrapped: ``[long:N]`` sentences, else the offline provider's."""
+        long = _LONG.search(last_user_text(request))
+        if long is None:
+            async with contextlib.aclosing(self._inner.stream(request)) as inner:
+                async for item in inner:
+                    yield item
+            return
+        for i in range(int(long.group(1))):
+            await asyncio.sleep(self._token_delay_s)
+            yield f"Sentence number {i} is here. "
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Any]:
+        """The offline provider's stream (text deltas, and whatever else it yields,
+        passed through), with the fault the user's text asks for."""
         with self._lock:
             self.streams += 1
-        if "[hang]" in last_user_text(request):
+        text = last_user_text(request)
+        if "[hang]" in text:
             try:
                 await asyncio.Event().wait()
             finally:
                 with self._lock:
                     self.cut += 1
-        tokens = self._tokens(request)
-        plan = self._plan(request, len(tokens))
+        if "[deaf]" in text:
+            yield "I will not be interrupted. "
+            self.deaf += 1
+            while not self.released.is_set():
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    self.swallowed += 1  # the bug being simulated: a cancel swallowed
+            return
+        plan = self._plan(request, self._length(request))
         rng = self._rng(request)
+        texts = 0
         finished = False
         try:
-            for i, token in enumerate(tokens):
-                if plan is not None and i == plan[1]:
-                    self._raise(request, plan, rng)
-                await asyncio.sleep(self._token_delay_s)
-                yield token
-            if plan is not None:
+            async with contextlib.aclosing(self._source(request)) as source:
+                async for item in source:
+                    if isinstance(item, str):
+                        if plan is not None and texts == plan[1]:
+                            self._raise(request, plan, rng)
+                        texts += 1
+                        self.tokens += 1
+                    yield item
+            if plan is not None:  # the fault's point is at (or past) the end
                 self._raise(request, plan, rng)
             finished = True
         finally:
@@ -156,7 +200,9 @@ class FaultyProvider:
                     self.cut += 1
 
     def _raise(self, request: GenerationRequest, plan: tuple[str, int], rng: random.Random) -> None:
-        kind = rng.choice(EXCEPTIONS)
+        kind: type[BaseException] = rng.choice(EXCEPTIONS)
+        if plan[0] == "cancel":
+            kind = asyncio.CancelledError
         fault = Fault(request.session_id, request.turn_id, plan[0], plan[1], kind)
         with self._lock:
             self.raised.append(fault)
@@ -179,26 +225,39 @@ class FlakyStore:
         *,
         fail_methods: Sequence[str] = ("commit",),
         commit_delay_s: float = 0.0,
-        get_delay_s: float = 0.0,
+        delays: dict[str, float] | None = None,
+        stale_delays: dict[str, float] | None = None,
     ) -> None:
         self.inner = inner
         self.failing = False
         self.fail_methods = frozenset(fail_methods)
         self.commit_delay_s = commit_delay_s
-        self.get_delay_s = get_delay_s
+        #: Seconds every call of a method waits (after counting it) before it runs.
+        self.delays = dict(delays or {})
+        #: Seconds a read waits *after* the inner store answered: the caller gets
+        #: an answer that may be stale by the time it has it.
+        self.stale_delays = dict(stale_delays or {})
         self.calls: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         #: Commits running right now (inside the delay or the inner store).
         self.in_commit = 0
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def _enter(self, method: str) -> None:
+    async def _enter(self, method: str) -> None:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         self.calls[method] += 1
         if self.failing and method in self.fail_methods:
             self.failures[method] += 1
             raise StoreError(f"injected store failure in {method}")
+        delay = self.delays.get(method, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+
+    async def _stale(self, method: str) -> None:
+        delay = self.stale_delays.get(method, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
 
     # --- the test thread's view of the real store ----------------------------------
 
@@ -215,14 +274,14 @@ class FlakyStore:
     # --- SessionStore ----------------------------------------------------------------
 
     async def create(self, meta: SessionMeta, state: bytes) -> None:
-        self._enter("create")
+        await self._enter("create")
         await self.inner.create(meta, state)
 
     async def get(self, session_id: str) -> StoredSession | None:
-        self._enter("get")
-        if self.get_delay_s:
-            await asyncio.sleep(self.get_delay_s)
-        return await self.inner.get(session_id)
+        await self._enter("get")
+        found = await self.inner.get(session_id)
+        await self._stale("get")
+        return found
 
     async def commit(
         self,
@@ -233,7 +292,7 @@ class FlakyStore:
         state: bytes | None = None,
         updated_at: float | None = None,
     ) -> None:
-        self._enter("commit")
+        await self._enter("commit")
         self.in_commit += 1
         try:
             if self.commit_delay_s:
@@ -250,19 +309,21 @@ class FlakyStore:
     async def read_events(
         self, session_id: str, after_seq: int, limit: int | None = None
     ) -> list[StoredEvent]:
-        self._enter("read_events")
-        return await self.inner.read_events(session_id, after_seq, limit)
+        await self._enter("read_events")
+        events = await self.inner.read_events(session_id, after_seq, limit)
+        await self._stale("read_events")
+        return events
 
     async def first_seq(self, session_id: str) -> int | None:
-        self._enter("first_seq")
+        await self._enter("first_seq")
         return await self.inner.first_seq(session_id)
 
     async def trim_events(self, session_id: str, keep_last: int) -> None:
-        self._enter("trim_events")
+        await self._enter("trim_events")
         await self.inner.trim_events(session_id, keep_last)
 
     async def list_turns(self, session_id: str) -> list[TurnRecord]:
-        self._enter("list_turns")
+        await self._enter("list_turns")
         return await self.inner.list_turns(session_id)
 
     async def list_sessions(
@@ -272,23 +333,23 @@ class FlakyStore:
         before: tuple[float, str] | None = None,
         principal: str | None = None,
     ) -> list[SessionMeta]:
-        self._enter("list_sessions")
+        await self._enter("list_sessions")
         return await self.inner.list_sessions(limit=limit, before=before, principal=principal)
 
     async def delete(self, session_id: str) -> bool:
-        self._enter("delete")
+        await self._enter("delete")
         return await self.inner.delete(session_id)
 
     async def expire(self, idle_before: float) -> list[str]:
-        self._enter("expire")
+        await self._enter("expire")
         return await self.inner.expire(idle_before)
 
     async def streaming_sessions(self) -> list[str]:
-        self._enter("streaming_sessions")
+        await self._enter("streaming_sessions")
         return await self.inner.streaming_sessions()
 
     async def ping(self) -> None:
-        self._enter("ping")
+        await self._enter("ping")
         await self.inner.ping()
 
     async def aclose(self) -> None:
@@ -323,6 +384,13 @@ class FaultyGateway:
         return self.app.state.manager.live(session_id)
 
     def stop(self) -> None:
+        """Stop the server (the store heals and deaf streams end first, so that
+        shutdown can flush)."""
+        self.store.failing = False
+        self.store.commit_delay_s = 0.0
+        released = getattr(self.provider, "released", None)
+        if released is not None:
+            released.set()
         self._stack.close()
 
 
@@ -386,6 +454,24 @@ def session_events(received: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in received if e["type"] not in CONNECTION_TYPES]
 
 
+def merge_views(*connections: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One client's view over several connections (what each received, in
+    order), merged the way the protocol's client recipe says: an event whose
+    ``seq`` is not newer than the newest processed is skipped. A skipped event
+    must be the very event already held under that ``seq`` (no seq reused)."""
+    merged: dict[int, dict[str, Any]] = {}
+    newest = 0
+    for received in connections:
+        for event in session_events(received):
+            seq = event["seq"]
+            if seq <= newest:
+                assert merged.get(seq, event) == event, f"seq {seq} came back as another event"
+                continue
+            merged[seq] = event
+            newest = seq
+    return list(merged.values())
+
+
 def check_view(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Assert the protocol's promises about one session's events: ``seq`` 1..N
     each once and in order; every turn is ``response.start``, chunks, exactly one
@@ -441,3 +527,56 @@ def resume_url(ws_url: str, ready: dict[str, Any], last_seq: int) -> str:
         f"{ws_url}/ws?session_id={ready['session_id']}"
         f"&resume_token={ready['resume_token']}&last_seq={last_seq}"
     )
+
+
+class Reader:
+    """Reads a :class:`~tests.support.client.Client` in the background into
+    ``client.received`` until the server closes; :attr:`code` is its close code."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.code: int | None = None
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="test-reader")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.client.received
+
+    def seqs(self) -> set[int]:
+        """The seqs of the session events received so far."""
+        return {e["seq"] for e in session_events(self.client.received)}
+
+    async def _run(self) -> None:
+        ws = self.client.ws
+        try:
+            async for raw in ws:
+                self.client.received.append(orjson.loads(raw))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.code = ws.close_code
+            self.closed.set()
+
+    async def wait_closed(self, within_s: float = 10.0) -> int | None:
+        async with asyncio.timeout(within_s):
+            await self.closed.wait()
+        return self.code
+
+    async def until(self, done: Callable[[dict[str, Any]], bool], within_s: float = 10.0) -> None:
+        """Wait until an event for which ``done`` is true has arrived."""
+        await wait_until(lambda: any(done(e) for e in self.client.received), within_s)
+
+    async def stop(self) -> None:
+        await self.client.ws.close()
+        await self.wait_closed()
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll ``condition`` every 10 ms; ``AssertionError`` after ``within_s`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within_s:g} s")
+        await asyncio.sleep(0.01)
