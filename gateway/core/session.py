@@ -484,7 +484,9 @@ class Session:
                     self._history = self._fit(event.transcript)
                 self._last_reply = None
                 if event.tools is not None:
-                    self._client_tools = event.tools
+                    # A server tool of the same name wins (it is not declared twice).
+                    taken = {tool.name for tool in self._config.tools}
+                    self._client_tools = tuple(t for t in event.tools if t.name not in taken)
                     self._calls_end_turn = True
                     self._tool_choice = event.tool_choice
                 last_user = next(

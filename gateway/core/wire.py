@@ -80,6 +80,16 @@ class _SessionUpdate(_Model):
     thinking_level: ThinkingLevel | None = None
     thinking_budget: Annotated[StrictInt, Field(ge=-1, le=1_000_000)] | None = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = None
+    variables: (
+        Annotated[
+            dict[
+                Annotated[StrictStr, Field(max_length=64)],
+                Annotated[StrictStr, Field(max_length=1000)] | StrictInt | StrictFloat,
+            ],
+            Field(max_length=64),
+        ]
+        | None
+    ) = None
 
     def generation(self) -> GenerationSettings | None:
         settings = GenerationSettings(
@@ -171,6 +181,9 @@ def _to_event(frame: _ClientFrame) -> ClientEvent:
                 language=frame.language,
                 generation=frame.generation(),
                 tools=None if frame.tools is None else _tools(frame.tools),
+                variables=None
+                if frame.variables is None
+                else tuple(sorted((k, str(v)) for k, v in frame.variables.items())),
             )
         case _FunctionResult():
             return FunctionResult(call_id=frame.call_id, output=orjson.dumps(frame.output).decode())

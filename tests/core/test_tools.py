@@ -27,6 +27,7 @@ from gateway.core.events import (
     ServerEvent,
     SessionUpdate,
     SessionUpdated,
+    TranscriptTurn,
     UserMessage,
 )
 from gateway.core.history import FunctionCall, Message, ToolSpec
@@ -372,3 +373,30 @@ def test_a_refused_call_control_goes_back_to_the_model() -> None:
     assert not any(isinstance(e, ResponseEnd) for e in sent(effects))
     (gen,) = [e for e in effects if isinstance(e, StartGeneration)]
     assert "error" in gen.request.messages[-1].text
+
+
+def test_template_variables_fill_the_instructions() -> None:
+    config = SessionConfig(provider="f", model="m", system_instruction="Hi {{name}}, {{ tier }}.")
+    session = Session("s1", config)
+    frame = '{"type":"session.update","variables":{"name":"Ada","tier":3}}'
+    event = wire.decode(frame, max_bytes=65536)
+    assert isinstance(event, SessionUpdate)
+    session.receive(event, 0)
+    session.receive(UserMessage("hello"), 0)
+    (gen,) = [e for e in session.effects() if isinstance(e, StartGeneration)]
+    assert gen.request.system_instruction == "Hi Ada, 3."
+    restored = Session.restore("s1", config, session.state(), last_seq=session.seq, now=1)
+    restored.receive(UserMessage("again"), 1)
+    (gen,) = [e for e in restored.effects() if isinstance(e, StartGeneration)]
+    assert gen.request.system_instruction == "Hi Ada, 3."
+
+
+def test_a_platform_tool_named_like_a_server_tool_is_not_declared_twice() -> None:
+    session = Session("s1", CONFIG)
+    session.receive(
+        TranscriptTurn((Message("user", "hi"),), tools=(ToolSpec("lookup_order"), WEATHER)), 0
+    )
+    (gen,) = [e for e in session.effects() if isinstance(e, StartGeneration)]
+    names = [t.name for t in gen.request.tools]
+    assert names == ["end_call", "transfer_call", "lookup_order", "get_weather"]
+    assert gen.request.tools[2].executor == "server"
