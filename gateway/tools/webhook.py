@@ -17,10 +17,11 @@ it never fails the turn.
 SSRF: the model chooses the arguments, and a tools file may point at any URL; a
 gateway usually sits next to things that must not be reachable from outside
 (cloud metadata at 169.254.169.254, admin ports on localhost, the private
-network). So the host is resolved first and every address must be public, unless
-the file sets ``allow_private_addresses: true``; redirects are never followed.
-(A DNS answer that changes between the check and the connection is not caught:
-point tools at hosts you trust.)
+network). So the host is resolved first, every address must be public (unless
+the file sets ``allow_private_addresses: true``), and the request goes to the
+checked address itself — the ``Host`` header and TLS name (SNI, certificate
+check) stay the tool's host — so a DNS answer that changes between the check and
+the connection (DNS rebinding) cannot redirect it. Redirects are never followed.
 
 Hand-written on ``httpx`` (the gateway's HTTP client) because signing, the
 address check and mapping failures to results are the whole job.
@@ -35,9 +36,10 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -84,6 +86,26 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+#: Resolves ``(host, port)`` to IP addresses (the event loop's ``getaddrinfo`` by default).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (TCP)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a call really goes: ``url`` (maybe with an IP for the host) and the
+    request ``headers``/``extensions`` that keep the original host name."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
 class WebhookRunner:
     """POSTs each call to its tool's URL (see the module docstring)."""
 
@@ -93,7 +115,11 @@ class WebhookRunner:
         *,
         secret: str | None,
         clock: Callable[[], float] = time.time,
+        resolver: Resolver = resolve,
+        public: Callable[[str], bool] = is_public,
     ) -> None:
+        self._resolve = resolver
+        self._public = public
         self._tools: Mapping[str, WebhookTool] = {t.spec.name: t for t in tools.tools}
         self._allow_private = tools.allow_private_addresses
         self._secret = secret
@@ -118,10 +144,10 @@ class WebhookRunner:
             return error_result(f"{call.name} could not be reached ({type(exc).__name__})")
 
     async def _post(self, tool: WebhookTool, call: FunctionCall) -> str:
-        refused = await self._refused(tool.url)
-        if refused is not None:
-            log.warning("tool %s refused: %s", call.name, refused)
-            return error_result(f"{call.name} is not allowed to run: {refused}")
+        target = await self._target(tool.url)
+        if isinstance(target, str):
+            log.warning("tool %s refused: %s", call.name, target)
+            return error_result(f"{call.name} is not allowed to run: {target}")
         body = call.arguments.encode()
         timestamp = str(int(self._clock()))
         headers = {
@@ -133,7 +159,10 @@ class WebhookRunner:
         }
         if self._secret:
             headers["x-gateway-signature"] = sign(self._secret, timestamp, body)
-        async with self._client.stream("POST", tool.url, content=body, headers=headers) as reply:
+        headers.update(target.headers)
+        async with self._client.stream(
+            "POST", target.url, content=body, headers=headers, extensions=target.extensions
+        ) as reply:
             if not 200 <= reply.status_code < 300:
                 return error_result(f"{call.name} answered HTTP {reply.status_code}")
             data = bytearray()
@@ -147,24 +176,28 @@ class WebhookRunner:
             return error_result(f"{call.name} did not answer JSON")
         return orjson.dumps(answer).decode()
 
-    async def _refused(self, url: str) -> str | None:
-        """Why ``url`` may not be called (SSRF), or ``None``."""
+    async def _target(self, url: str) -> _Target | str:
+        """Where to send a call of ``url``, or why it may not be sent (SSRF)."""
         if self._allow_private:
-            return None
+            return _Target(url, {}, {})
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
+            addresses = await self._resolve(host, port)
         except OSError:
             return f"the host {host!r} cannot be resolved"
-        addresses = {str(info[4][0]) for info in infos}
-        private = sorted(a for a in addresses if not is_public(a))
-        if private:
+        private = sorted(a for a in set(addresses) if not self._public(a))
+        if private or not addresses:
+            shown = private[0] if private else "none"
             return (
-                f"{host} resolves to a private or loopback address ({private[0]}); "
+                f"{host} resolves to a private or loopback address ({shown}); "
                 "set allow_private_addresses in the tools file to allow it"
             )
-        return None
+        address = addresses[0].split("%", 1)[0]
+        netloc = f"[{address}]" if ":" in address else address
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        pinned = urlunsplit(parts._replace(netloc=netloc))
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return _Target(pinned, {"host": parts.netloc.rsplit("@", 1)[-1]}, extensions)

@@ -129,3 +129,35 @@ def test_json_and_yaml_files_load(tmp_path: Path) -> None:
     )
     with pytest.raises(SettingsError, match="GATEWAY_CALL_CONTROL"):
         load_settings(GATEWAY_CALL_CONTROL="hang_up")
+
+
+async def test_the_request_goes_to_the_checked_address_not_a_second_lookup(
+    webhooks: WebhookServer,
+) -> None:
+    """DNS rebinding: the host is resolved once, checked, and that address is
+    dialled, with the tool's own host in ``Host``. ``weather.test`` exists in no
+    DNS, so an answer at all proves the checked address was used."""
+    port = webhooks.server.port
+    looked_up: list[tuple[str, int]] = []
+
+    async def resolver(host: str, port_: int) -> list[str]:
+        looked_up.append((host, port_))
+        return ["127.0.0.1"]
+
+    tool = {"name": "get_weather", "parameters": CITY, "url": f"http://weather.test:{port}/weather"}
+    runner = WebhookRunner(
+        parse_tools({"tools": [tool]}), secret=None, resolver=resolver, public=lambda a: True
+    )
+    try:
+        call = FunctionCall("call_1", "get_weather", '{"city": "Oslo"}')
+        assert orjson.loads(await runner.run(call)) == {"temp_c": -3, "sky": "snow"}
+    finally:
+        await runner.aclose()
+    assert looked_up == [("weather.test", port)]
+    (hook,) = webhooks.received()
+    assert hook.headers["host"] == f"weather.test:{port}"
+    refused = WebhookRunner(parse_tools({"tools": [tool]}), secret=None, resolver=resolver)
+    try:
+        assert "127.0.0.1" in orjson.loads(await refused.run(call))["error"]
+    finally:
+        await refused.aclose()
