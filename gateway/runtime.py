@@ -516,9 +516,14 @@ class SessionRuntime:
         self._apply()
 
     def _tick(self) -> None:
-        if not self.stopping:
+        """A function call's deadline (``WakeAt``) is due."""
+        if self.stopping:
+            return
+        try:
             self.session.tick(self._clock())
             self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("a tool deadline", exc)
 
     def usage(self, turn_id: str, usage: Usage) -> None:
         self.session.provider_usage(turn_id, usage)
