@@ -25,8 +25,9 @@ docs/adapters/twilio.md):
   ``<Connect action>`` URL dials ``to``). ConversationRelay reports no playback
   progress, so ``end`` waits the goodbye's estimated speaking time
   (:data:`CHARS_PER_S`, from the turn's first chunk, at most
-  :data:`MAX_GOODBYE_S`) and the goodbye is not cut off; a goodbye the caller
-  interrupts cancels the hang-up.
+  :data:`MAX_GOODBYE_S`) and the goodbye is not cut off; a caller who interrupts
+  while the goodbye is still being generated cancels the hang-up (once its turn
+  ended, the ``end`` is on its way).
 
 When ``TWILIO_AUTH_TOKEN`` is set the upgrade request must carry a valid
 ``X-Twilio-Signature``, or it is refused with HTTP 403 before the WebSocket opens.
