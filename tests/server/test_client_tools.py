@@ -199,3 +199,30 @@ async def test_a_bad_tool_schema_is_refused_naming_the_tool(
     assert error["code"] == "invalid_tool"
     assert "get_weather" in error["message"]
     assert "required" in error["message"]
+
+
+async def test_end_call_on_ws_is_a_call_control_event_before_the_end(
+    start_gateway: GatewayFactory, fake_gemini: FakeGemini
+) -> None:
+    gateway = gemini(start_gateway, fake_gemini, GATEWAY_CALL_CONTROL="end_call,send_digits")
+    fake_gemini.reply_events(
+        [function_call_event("end_call", {"reason": "the caller is done"}, text="Goodbye!")]
+    )
+    async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+        await client.ready()
+        await client.send("That's all, bye.")
+        events = await client.turn()
+    assert [e["type"] for e in events] == [
+        "response.start",
+        "response.tts",
+        "response.call_control",
+        "response.end",
+    ]
+    control = events[2]
+    assert (control["action"], control["reason"], control["to"]) == (
+        "end_call",
+        "the caller is done",
+        None,
+    )
+    assert events[-1]["status"] == "completed"
+    assert len(fake_gemini.requests) == 1  # call control alone does not go back to the model
