@@ -89,24 +89,12 @@ class RedactSecrets(logging.Filter):
 _TRACEBACKS = logging.Formatter()
 
 
-class DropDenialNoise(logging.Filter):
-    """uvicorn's websockets-sansio logs "ASGI callable returned without completing
-    handshake." at ERROR after every WebSocket denial response (HTTP 401/403 before
-    accept), although the client got its answer (Kludex/uvicorn PR #3138). The
-    gateway always accepts or denies, so the record is noise that would page
-    someone on every refused token."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing handshake."
-
-
 def configure_logging(level: str, fmt: LogFormat = "text") -> None:
     """Log to stderr in one format (text or JSON lines), with secrets masked on every handler."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(make_formatter(fmt, LOG_FORMAT))
     install_redaction()
-    logging.getLogger("uvicorn.error").addFilter(DropDenialNoise())
 
 
 def install_redaction() -> None:

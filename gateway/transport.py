@@ -241,7 +241,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with a byte budget in, the 431 that
-    ``websockets`` prepares, and a quiet 1007 for invalid UTF-8."""
+    ``websockets`` prepares, a quiet 1007 for invalid UTF-8, and a denial response
+    (HTTP 401/403 before accept) counted as a finished handshake: stock uvicorn
+    logs "ASGI callable returned without completing handshake." at ERROR after
+    every one, though the client got its answer (Kludex/uvicorn PR #3138)."""
 
     limits: ClassVar[TransportLimits] = TransportLimits()
 
@@ -281,6 +284,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._throttle_timer = self.loop.call_later(delay, self._release)
             return
         super().data_received(data)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True  # the denial is the whole answer: nothing is owed
 
     def _release(self) -> None:
         self._throttle_timer = None
