@@ -50,6 +50,7 @@ from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import open_store
 from gateway.tenants import address_principal
+from gateway.tools.webhook import WebhookRunner
 from gateway.tracing import Tracing
 from gateway.transport import TransportLimits, protocol_classes, socket_cap
 
@@ -120,6 +121,7 @@ def create_app(
     ``store`` wraps the opened store (fault injection in tests), and ``tracing`` the
     tracing the ``OTEL_*`` variables configure."""
     telemetry = Telemetry.from_settings(settings, tracing)
+    tools_file = settings.tools()
     session_config = SessionConfig(
         provider="",
         model="",
@@ -134,6 +136,8 @@ def create_app(
         context=settings.context_budget(),
         max_session_tokens=settings.max_session_tokens,
         fallback_text=settings.fallback_lines(),
+        tools=(*settings.control_tools(), *tools_file.specs),
+        tool_timeout_s=settings.tool_timeout_s,
     )
 
     guard = Guard.from_settings(settings)
@@ -165,6 +169,8 @@ def create_app(
         store = InstrumentedStore(capped, telemetry.metrics, telemetry.tracing)
         log.info("session store: %s", describe_store(settings.store_url))
         log_posture(settings)
+        secret = settings.tools_secret.get_secret_value() if settings.tools_secret else None
+        runner = WebhookRunner(tools_file, secret=secret) if tools_file.tools else None
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -177,6 +183,7 @@ def create_app(
                 backoff_s=settings.provider_backoff_s,
             ),
             store=StorePolicy(retry_budget_s=settings.store_retry_s),
+            tools=runner,
         )
         try:
             manager = SessionManager(provider=llm, store=store, config=config)
@@ -200,6 +207,8 @@ def create_app(
         finally:
             await store.aclose()
             await llm.aclose()
+            if runner is not None:
+                await runner.aclose()
 
     async def websocket_native(websocket: WebSocket) -> None:
         manager = manager_of(websocket)

@@ -36,6 +36,7 @@ from gateway.providers.base import LLMProvider
 from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
 from gateway.tenants import platform_principal
+from gateway.tools.webhook import ToolRunner
 
 __all__ = ["ManagerConfig", "ResumeRefused", "SessionManager", "TooManySessions"]
 
@@ -72,6 +73,8 @@ class ManagerConfig:
     grace_s: float = 30.0
     provider: ProviderPolicy = ProviderPolicy()
     store: StorePolicy = StorePolicy()
+    #: Runs the server tools (webhooks); ``None``: there are none.
+    tools: ToolRunner | None = None
 
 
 class SessionManager:
@@ -186,6 +189,7 @@ class SessionManager:
             on_stopped=lambda _: None,
             policy=self._config.provider,
             store_policy=self._config.store,
+            tools=self._config.tools,
         )
         return runtime
 
@@ -287,6 +291,7 @@ class SessionManager:
             on_stopped=self._stopped,
             policy=self._config.provider,
             store_policy=self._config.store,
+            tools=self._config.tools,
         )
         self._live[session.id] = runtime
         return runtime

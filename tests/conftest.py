@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.fake_gemini",
     "tests.support.fake_openai",
     "tests.support.gateway",
+    "tests.support.webhooks",
 ]

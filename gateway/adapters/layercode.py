@@ -38,6 +38,7 @@ from gateway.adapters.sse import (
     Frames,
     Rejected,
     SseResponse,
+    ToolResult,
     TurnFollower,
     read_body,
 )
@@ -103,6 +104,16 @@ async def _answer(manager: SessionManager, hook: MessageHook, chunk_mode: ChunkM
             match update:
                 case Chunk(text=text):
                     yield wire.tts(text, turn_id)
+                case ToolResult(event=result):
+                    yield wire.data(
+                        {
+                            "type": "function_result",
+                            "call_id": result.call_id,
+                            "name": result.name,
+                            "output": result.output,
+                        },
+                        turn_id,
+                    )
                 case Failure(error=error):
                     log.info(
                         "layercode: turn failed conversation=%s turn_id=%s code=%s",

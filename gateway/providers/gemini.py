@@ -13,6 +13,12 @@ Each turn sends the request's generation settings; when a request says nothing
 about thinking, :func:`voice_thinking` picks the lowest-latency setting the model
 allows (every second of thinking is a second of dead air before the first word).
 
+Function calls: the request's tools are sent as ``functionDeclarations`` (their
+JSON Schemas as ``parametersJsonSchema``); a ``functionCall`` part in the stream
+is yielded as a :class:`~gateway.core.history.FunctionCall` (with its
+``thoughtSignature``, which is sent back with the call in the history, as Gemini
+requires); a ``tool`` message of the history is a ``functionResponse`` part.
+
 The stream yields text, then the call's :class:`~gateway.core.history.Usage` (from
 ``usage_metadata``) and a :class:`~gateway.core.history.Finish` mapped from
 Gemini's finish or block reason.
@@ -33,10 +39,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
+import orjson
 import pydantic
 from google import genai
 from google.genai import errors as genai_errors
@@ -168,7 +175,43 @@ def build_config(
         thinking_config=thinking,
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         automatic_continuation=False,
+        tools=build_tools(request),
+        tool_config=build_tool_config(request),
     )
+
+
+def build_tool_config(request: GenerationRequest) -> types.ToolConfig | None:
+    """``tool_choice`` as Gemini's function-calling mode (``None``: the default, AUTO)."""
+    choice = request.tool_choice
+    if not request.tools or choice in (None, "auto"):
+        return None
+    if choice == "none":
+        mode, names = types.FunctionCallingConfigMode.NONE, None
+    elif choice == "required":
+        mode, names = types.FunctionCallingConfigMode.ANY, None
+    else:
+        mode, names = types.FunctionCallingConfigMode.ANY, [choice]
+    return types.ToolConfig(
+        function_calling_config=types.FunctionCallingConfig(mode=mode, allowed_function_names=names)
+    )
+
+
+def build_tools(request: GenerationRequest) -> list[types.Tool] | None:
+    """The request's functions as one Gemini tool of function declarations."""
+    if not request.tools:
+        return None
+    return [
+        types.Tool(
+            function_declarations=[
+                types.FunctionDeclaration(
+                    name=tool.name,
+                    description=tool.description or None,
+                    parameters_json_schema=tool.parameters or {"type": "object"},
+                )
+                for tool in request.tools
+            ]
+        )
+    ]
 
 
 def from_settings(settings: Settings) -> GeminiProvider:
@@ -252,7 +295,7 @@ class GeminiProvider:
         # cancelling it unwinds every SDK frame from the socket read up and the
         # SDK's own ``finally`` closes the response before the pump ends.
         queue: asyncio.Queue[_PumpItem] = asyncio.Queue()
-        pieces = self._rest.stream(contents, (system, request.settings), config)
+        pieces = self._rest.stream(contents, _config_key(request, system), config)
         pump = asyncio.create_task(
             self._pump(pieces, queue), name=f"gemini-stream:{request.turn_id}"
         )
@@ -265,8 +308,8 @@ class GeminiProvider:
                     break
                 if isinstance(item, Exception):
                     raise self._translate(item) from item
-                for text in item.texts:
-                    yield text
+                for part in item.parts:
+                    yield part
                 usage = item.usage or usage
                 finish = _finish(item) or finish
                 if finish is not None and finish.reason == "blocked":
@@ -404,6 +447,16 @@ def _finish(piece: Piece) -> Finish | None:
     if piece.finish_reason is None:
         return None
     return Finish(_FINISH_BY_NAME.get(piece.finish_reason, "other"), raw=piece.finish_reason)
+
+
+def _config_key(request: GenerationRequest, system: str | None) -> Hashable:
+    """What the converted config depends on, as a hashable key (tool schemas are dicts:
+    they are keyed by their JSON)."""
+    tools = orjson.dumps(
+        [(t.name, t.description, t.parameters) for t in request.tools],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return (system, request.settings, tools, request.tool_choice)
 
 
 def _count(meta: Mapping[str, Any], name: str) -> int | None:

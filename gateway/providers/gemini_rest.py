@@ -18,8 +18,10 @@ those two steps:
   system instruction (an LRU of :data:`STATIC_CACHE` entries), not per turn.
 - The history becomes REST ``contents`` directly: one small dict per message, no
   validation (the text of a :class:`~gateway.core.history.Message` is already a
-  ``str``). The whole request is then encoded once, in C, by the SDK's ``json.dumps``.
-- Each streamed piece's JSON is read with orjson into a :class:`Piece`.
+  ``str``); function calls and results become ``functionCall`` / ``functionResponse``
+  parts. The whole request is then encoded once, in C, by the SDK's ``json.dumps``.
+- Each streamed piece's JSON is read with orjson into a :class:`Piece` (text parts
+  and ``functionCall`` parts, in order).
 
 Checked against google-genai 3.6 (``pyproject.toml`` pins the range);
 ``tests/providers/test_gemini_rest.py`` sends the same requests through both paths and
@@ -28,6 +30,7 @@ fails if the SDK's wire format, response format or error types drift.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -37,7 +40,7 @@ import orjson
 from google import genai
 from google.genai import _common, models, types
 
-from gateway.core.history import Message
+from gateway.core.history import FunctionCall, Message
 
 #: Distinct generation configs whose converted request parts are kept.
 STATIC_CACHE: Final = 64
@@ -57,10 +60,21 @@ class MalformedPiece(ValueError):
 class Piece:
     """What the gateway reads from one streamed ``GenerateContentResponse``."""
 
-    texts: tuple[str, ...]  # non-empty, non-thought text parts of the first candidate
+    #: Non-empty, non-thought text parts and function calls of the first candidate, in order.
+    parts: tuple[str | FunctionCall, ...]
     finish_reason: str | None  # REST name, e.g. "STOP", "MAX_TOKENS", "SAFETY"
     block_reason: str | None  # promptFeedback.blockReason: the prompt itself was blocked
     usage: dict[str, Any] | None  # usageMetadata as sent (camelCase keys)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The text parts alone."""
+        return tuple(part for part in self.parts if isinstance(part, str))
+
+    @property
+    def calls(self) -> tuple[FunctionCall, ...]:
+        """The function calls alone."""
+        return tuple(part for part in self.parts if isinstance(part, FunctionCall))
 
     @property
     def blocked(self) -> bool:
@@ -80,7 +94,7 @@ def parse_piece(body: str | bytes) -> Piece:
 
 
 def _piece(data: Any) -> Piece:
-    texts: tuple[str, ...] = ()
+    parts: list[str | FunctionCall] = []
     finish: str | None = None
     candidates = data.get("candidates")
     if candidates:
@@ -88,14 +102,30 @@ def _piece(data: Any) -> Piece:
         finish = first.get("finishReason")
         content = first.get("content")
         if content:
-            texts = tuple(
-                _text(part)
-                for part in content.get("parts") or ()
-                if part.get("text") and not part.get("thought")
-            )
+            for part in content.get("parts") or ():
+                call = part.get("functionCall")
+                if call and call.get("name"):
+                    parts.append(_call(call, part.get("thoughtSignature")))
+                elif part.get("text") and not part.get("thought"):
+                    parts.append(_text(part))
     feedback = data.get("promptFeedback")
     block = feedback.get("blockReason") if feedback else None
-    return Piece(texts, finish, block, data.get("usageMetadata"))
+    return Piece(tuple(parts), finish, block, data.get("usageMetadata"))
+
+
+def _call(call: dict[str, Any], signature: Any) -> FunctionCall:
+    """A ``functionCall`` part; its ``thoughtSignature`` (base64 on the wire) is kept as
+    sent, to go back with the call in the history as Gemini requires."""
+    name = call["name"]
+    args = call.get("args") or {}
+    if not isinstance(name, str) or not isinstance(args, dict):
+        raise TypeError("a functionCall that is not a name and an args object")
+    return FunctionCall(
+        call_id=str(call.get("id") or ""),
+        name=name,
+        arguments=json.dumps(args),
+        signature=signature if isinstance(signature, str) else None,
+    )
 
 
 def _text(part: dict[str, Any]) -> str:
@@ -107,20 +137,62 @@ def _text(part: dict[str, Any]) -> str:
 
 def rest_contents(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """The history as REST ``contents``: roles ``user``/``model``, consecutive messages of
-    one role merged into one content (Gemini wants alternating roles), blank ones dropped."""
+    one role merged into one content (Gemini wants alternating roles), blank ones dropped;
+    an assistant message's calls are ``functionCall`` parts (with their signature), a
+    ``tool`` message a ``functionResponse`` part of a user content."""
     contents: list[dict[str, Any]] = []
     last_role = ""
     for message in messages:
-        text = message.text
-        if not text or text.isspace():
+        parts = _rest_parts(message)
+        if not parts:
             continue
         role = "model" if message.role == "assistant" else "user"
         if role == last_role:
-            contents[-1]["parts"].append({"text": text})
+            contents[-1]["parts"].extend(parts)
         else:
-            contents.append({"role": role, "parts": [{"text": text}]})
+            contents.append({"role": role, "parts": parts})
             last_role = role
     return contents
+
+
+def _rest_parts(message: Message) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        try:
+            output = json.loads(message.text)
+        except json.JSONDecodeError:
+            output = message.text
+        response: dict[str, Any] = {
+            "name": message.name or "function",
+            "response": output if isinstance(output, dict) else {"output": output},
+        }
+        call_id = _gemini_id(message.call_id)
+        if call_id is not None:
+            response["id"] = call_id
+        return [{"functionResponse": response}]
+    text = message.text
+    parts: list[dict[str, Any]] = [] if not text or text.isspace() else [{"text": text}]
+    for call in message.calls:
+        try:
+            args = json.loads(call.arguments)
+        except json.JSONDecodeError:
+            args = {}
+        function: dict[str, Any] = {
+            "name": call.name,
+            "args": args if isinstance(args, dict) else {},
+        }
+        call_id = _gemini_id(call.call_id)
+        if call_id is not None:
+            function["id"] = call_id
+        part: dict[str, Any] = {"functionCall": function}
+        if call.signature is not None:
+            part["thoughtSignature"] = call.signature
+        parts.append(part)
+    return parts
+
+
+def _gemini_id(call_id: str | None) -> str | None:
+    """Gemini's own call id; ids the gateway or a client made (``call_...``) are not sent."""
+    return None if not call_id or call_id.startswith("call_") else call_id
 
 
 class RestStream:

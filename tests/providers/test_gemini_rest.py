@@ -8,6 +8,8 @@ changes its wire format, its response format or its error types fails here.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +20,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from gateway.core.history import Message
+from gateway.core.history import FunctionCall, Message
 from gateway.providers.gemini_rest import (
     MalformedPiece,
     Piece,
@@ -29,7 +31,9 @@ from gateway.providers.gemini_rest import (
 from tests.support.fake_gemini import (
     FakeGemini,
     RecordedRequest,
+    call_part,
     finish_event,
+    function_call_event,
     prompt_blocked_event,
     text_event,
 )
@@ -38,6 +42,28 @@ API_KEY = "AIza-test-secret-key-0123456789"
 MODEL = "gemini-test-flash"
 
 CONFIGS = [
+    types.GenerateContentConfig(
+        tools=[
+            types.Tool(
+                function_declarations=[
+                    types.FunctionDeclaration(
+                        name="weather",
+                        description="The weather in a city",
+                        parameters_json_schema={
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                            "required": ["city"],
+                        },
+                    )
+                ]
+            )
+        ],
+        tool_config=types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(
+                mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=["weather"]
+            )
+        ),
+    ),
     types.GenerateContentConfig(
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
     ),
@@ -68,6 +94,21 @@ HISTORIES = [
         Message("assistant", "How can I help?"),
         Message("user", 'Quote "this" and a \\ backslash\nand a new line.'),
     ),
+    (  # function calls (Gemini's id and signature kept, the gateway's own id not sent)
+        Message("user", "Weather in Paris and Rome?"),
+        Message(
+            "assistant",
+            "Let me look.",
+            calls=(
+                FunctionCall("g-1", "weather", '{"city": "Paris"}', signature="c2lnLTE="),
+                FunctionCall("call_abc", "weather", '{"city": "Rome"}'),
+            ),
+        ),
+        Message("tool", '{"temp_c": 21}', call_id="g-1", name="weather"),
+        Message("tool", '"sunny"', call_id="call_abc", name="weather"),
+        Message("assistant", "", calls=(FunctionCall("g-2", "end_call", "{}"),)),
+        Message("tool", '{"ok": true}', call_id="g-2", name="end_call"),
+    ),
 ]
 
 
@@ -92,18 +133,46 @@ async def client(fake_gemini: FakeGemini) -> AsyncIterator[genai.Client]:
     sdk.close()
 
 
+def sdk_parts(message: Message) -> list[types.Part]:
+    """One message as SDK parts: text, function calls, or one function response."""
+
+    def gemini_id(call_id: str | None) -> str | None:
+        return None if not call_id or call_id.startswith("call_") else call_id
+
+    if message.role == "tool":
+        output = json.loads(message.text)
+        return [
+            types.Part(
+                function_response=types.FunctionResponse(
+                    id=gemini_id(message.call_id),
+                    name=message.name,
+                    response=output if isinstance(output, dict) else {"output": output},
+                )
+            )
+        ]
+    parts = [types.Part(text=message.text)] if message.text.strip() else []
+    for call in message.calls:
+        parts.append(
+            types.Part(
+                function_call=types.FunctionCall(
+                    id=gemini_id(call.call_id), name=call.name, args=json.loads(call.arguments)
+                ),
+                thought_signature=base64.b64decode(call.signature) if call.signature else None,
+            )
+        )
+    return parts
+
+
 def sdk_contents(history: tuple[Message, ...]) -> list[types.Content]:
     """The same history as SDK types (what the provider built before this module)."""
     contents: list[types.Content] = []
     for message in history:
-        if not message.text.strip():
-            continue
         role = "model" if message.role == "assistant" else "user"
-        part = types.Part(text=message.text)
-        if contents and contents[-1].role == role and contents[-1].parts is not None:
-            contents[-1].parts.append(part)
-        else:
-            contents.append(types.Content(role=role, parts=[part]))
+        for part in sdk_parts(message):
+            if contents and contents[-1].role == role and contents[-1].parts is not None:
+                contents[-1].parts.append(part)
+            else:
+                contents.append(types.Content(role=role, parts=[part]))
     return contents
 
 
@@ -177,23 +246,45 @@ EVENTS: list[dict[str, Any]] = [
         "modelVersion": "fake-gemini",
     },
     {"modelVersion": "fake-gemini"},
+    function_call_event(
+        "weather",
+        {"city": "Paris", "days": [1, 2]},
+        call_id="g-7",
+        text="Looking it up.",
+        signature="c2lnLTc=",
+        more=[call_part("end_call")],
+    ),
 ]
 
 
 def read_sdk(response: types.GenerateContentResponse) -> Piece:
     """The fields the gateway reads, taken from the SDK's parsed response."""
-    texts: tuple[str, ...] = ()
+    parts: list[str | FunctionCall] = []
     finish = None
     if response.candidates:
         first = response.candidates[0]
         finish = first.finish_reason.value if first.finish_reason else None
-        if first.content and first.content.parts:
-            texts = tuple(p.text for p in first.content.parts if p.text and not p.thought)
+        for p in (first.content.parts if first.content else None) or ():
+            if p.function_call is not None and p.function_call.name:
+                signature = p.thought_signature
+                parts.append(
+                    FunctionCall(
+                        p.function_call.id or "",
+                        p.function_call.name,
+                        json.dumps(p.function_call.args or {}),
+                        None if signature is None else base64.b64encode(signature).decode(),
+                    )
+                )
+            elif p.text and not p.thought:
+                parts.append(p.text)
     feedback = response.prompt_feedback
     block = feedback.block_reason.value if feedback and feedback.block_reason else None
     usage = response.usage_metadata
     return Piece(
-        texts, finish, block, usage.model_dump(by_alias=True, exclude_none=True) if usage else None
+        tuple(parts),
+        finish,
+        block,
+        usage.model_dump(by_alias=True, exclude_none=True) if usage else None,
     )
 
 
@@ -207,13 +298,14 @@ async def test_pieces_read_as_the_sdk_reads_them(
     rest = await via_rest(client, history, CONFIGS[0])
     assert len(rest) == len(EVENTS)
     for mine, theirs in zip(rest, sdk, strict=True):
-        assert mine.texts == theirs.texts
+        assert mine.parts == theirs.parts
         assert mine.finish_reason == theirs.finish_reason
         assert mine.block_reason == theirs.block_reason
         assert (mine.usage is None) == (theirs.usage is None)
         if mine.usage is not None and theirs.usage is not None:
             assert {k: mine.usage[k] for k in theirs.usage} == theirs.usage
-    assert [p.blocked for p in rest] == [False, False, False, False, True, True, True, False, False]
+    assert [p.blocked for p in rest] == [False] * 4 + [True] * 3 + [False] * 3
+    assert [c.name for c in rest[-1].calls] == ["weather", "end_call"]
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 503])
