@@ -1,3 +1,7 @@
 """Shared pytest configuration: plugins that provide fixtures to every test."""
 
-pytest_plugins = ["tests.support.fake_gemini", "tests.support.gateway"]
+pytest_plugins = [
+    "tests.support.fake_gemini",
+    "tests.support.gateway",
+    "tests.support.redis_server",
+]

@@ -11,17 +11,21 @@ from gateway.stores.base import SessionStore
 from gateway.stores.factory import open_store
 
 # Every backend the contract suite runs against, by the URL that opens it; ``{tmp}``
-# is the test's temporary directory. A new backend is one more entry here.
+# is the test's temporary directory, ``{redis}`` the URL of the test run's real
+# redis-server (flushed before each test). A new backend is one more entry here.
 BACKEND_URLS: dict[str, str] = {
     "memory": "memory://",
     "sqlite": "sqlite:///{tmp}/store.db",
+    "redis": "{redis}",
 }
 
 
 @pytest.fixture(params=list(BACKEND_URLS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
     """An open, empty store of each backend in turn."""
-    opened = await open_store(BACKEND_URLS[request.param].format(tmp=tmp_path))
+    url = BACKEND_URLS[request.param]
+    redis = request.getfixturevalue("redis_url") if "{redis}" in url else ""
+    opened = await open_store(url.format(tmp=tmp_path, redis=redis))
     try:
         yield opened
     finally:
