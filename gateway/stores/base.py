@@ -25,6 +25,7 @@ from gateway.core.replay import LoggedEvent
 StoredEvent = LoggedEvent
 
 __all__ = [
+    "Fenced",
     "SessionMeta",
     "SessionStore",
     "StoreError",
@@ -36,6 +37,14 @@ __all__ = [
 
 class StoreError(Exception):
     """The store failed (unreachable, corrupt, full)."""
+
+
+class Fenced(StoreError):
+    """A commit carried a lease that is no longer the session's: another instance owns it.
+
+    Nothing of the commit was written; the writer must stop at once and deliver
+    nothing more of the session (see :mod:`gateway.cluster`).
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+from gateway.cluster import Cluster
+from gateway.cluster_local import LocalCluster
 from gateway.stores.base import SessionStore
 from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import DEFAULT_MAX_EVENTS, DEFAULT_TTL_S, RedisStore, mask_url
+from gateway.stores.redis_cluster import RedisCluster
 from gateway.stores.sqlite import MEMORY_PATH, SqliteStore
 
 SUPPORTED = (
@@ -81,3 +84,11 @@ async def open_store(
     store = _build(url, ttl_s, max_events)
     await store.open()
     return store
+
+
+def cluster_for(store: SessionStore, *, instance_ttl_s: float) -> Cluster:
+    """The :class:`~gateway.cluster.Cluster` that goes with ``store``: on Redis the
+    instances share it, otherwise it is this process alone."""
+    if isinstance(store, RedisStore):
+        return RedisCluster(store, instance_ttl_s=instance_ttl_s)
+    return LocalCluster(store)

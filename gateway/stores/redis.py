@@ -7,11 +7,14 @@ tag ``{sid}`` so that its keys share one cluster slot:
 key                 type    holds
 ==================  ======  ==========================================================
 ``vg:{sid}:m``      HASH    ``token_hash principal created_at updated_at last_seq state
-                            turns owner fence`` (``owner``/``fence``: the lease, see
-                            :mod:`gateway.cluster_redis`)
+                            turns owner fence edge cepoch inbox_done`` (the lease
+                            and the edge, see :mod:`gateway.stores.redis_cluster`)
 ``vg:{sid}:e``      STREAM  the event log; entry id ``<seq>-0``, fields ``t`` (type),
                             ``u`` (turn id, absent for none), ``d`` (the JSON as sent)
 ``vg:{sid}:t``      HASH    ``turn_id -> <insertion ordinal> <TurnRecord JSON>``
+``vg:{sid}:i``      STREAM  client input an edge forwards to the owner (the inbox)
+``vg:inst:<iid>``   STRING  the instance is alive (``PX`` the instance TTL)
+``vg:ctl:<iid>``    STREAM  signals to that instance (takeover, released, …)
 ``vg:idx:created``  ZSET    every session by ``created_at`` (``list_sessions``)
 ``vg:idx:p:<who>``  ZSET    one principal's sessions by ``created_at``
 ``vg:idx:updated``  ZSET    every session by ``updated_at`` (``expire``)
@@ -48,6 +51,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.stores.base import (
+    Fenced,
     SessionMeta,
     StoredEvent,
     StoredSession,
@@ -68,16 +72,12 @@ SOCKET_TIMEOUT_S = 5.0
 _PASSWORD = re.compile(r"(?<=://)([^/@]*)@")
 
 
+__all__ = ["Fenced", "RedisStore", "key", "mask_url"]
+
+
 def mask_url(url: str) -> str:
     """``url`` with any user:password part replaced by ``***`` (safe to log)."""
     return _PASSWORD.sub("***@", url, count=1)
-
-
-class Fenced(StoreError):
-    """A commit carried a lease that is no longer the session's: another instance owns it.
-
-    The writer must stop at once and deliver nothing more of the session.
-    """
 
 
 # KEYS: meta, events, turns, idx_updated
@@ -153,21 +153,21 @@ if nt > 0 then redis.call('PEXPIRE', turns, ttl) end
 return last + n
 """
 
-# KEYS: meta, events, turns, idx_created, idx_updated, idx_principal (or '' unused)
-# ARGV: session_id, idle_before ('' = unconditional)
+# KEYS: meta, events, turns, inbox, idx_created, idx_updated
+# ARGV: session_id, idle_before ('' = unconditional), principal index prefix
 # Returns 1 if deleted, 0 if unknown (or, with idle_before, no longer idle).
 DELETE_LUA = r"""
 local meta = KEYS[1]
 local vals = redis.call('HMGET', meta, 'updated_at', 'principal')
 if not vals[1] then
-  redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
   return 0
 end
 if ARGV[2] ~= '' and tonumber(vals[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', meta, KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', meta, KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 if vals[2] then redis.call('ZREM', ARGV[3] .. vals[2], ARGV[1]) end
 return 1
 """
@@ -200,7 +200,8 @@ _IDX_UPDATED = f"{PREFIX}:idx:updated"
 _IDX_PRINCIPAL = f"{PREFIX}:idx:p:"
 
 
-def _events(entries: list[Any]) -> list[StoredEvent]:
+def decode_events(entries: list[Any]) -> list[StoredEvent]:
+    """Stream entries (``<seq>-0``, fields ``t u d``) as stored events."""
     out: list[StoredEvent] = []
     for entry_id, fields in entries:
         turn = fields.get(b"u")
@@ -223,10 +224,10 @@ class RedisStore:
     """A :class:`~gateway.stores.base.SessionStore` on one Redis 7 primary.
 
     Construct with the URL (no I/O), then ``await store.open()``. Semantics are those
-    of :class:`~gateway.stores.memory.MemoryStore`; in addition a commit is fenced by
-    the lease the instance bound with :meth:`bind` (see :mod:`gateway.cluster_redis`),
-    and is refused with :class:`Fenced` once another instance holds the session. A
-    commit with no lease bound is accepted only while nobody owns the session.
+    of :class:`~gateway.stores.memory.MemoryStore`; in addition a commit may carry a
+    lease (see :mod:`gateway.stores.redis_cluster`) and is refused with
+    :class:`Fenced` once the lease is no longer the session's. A commit with no lease
+    is accepted only while nobody owns the session.
     """
 
     def __init__(
@@ -241,12 +242,16 @@ class RedisStore:
         self._max_events = max_events
         self._redis: aioredis.Redis | None = None
         self._closed = False
-        self._leases: dict[str, tuple[str, int]] = {}
 
     @property
     def url(self) -> str:
         """The URL with its password masked."""
         return mask_url(self._url)
+
+    @property
+    def ttl_ms(self) -> int:
+        """How long a session's keys live after its last commit."""
+        return self._ttl_ms
 
     @property
     def client(self) -> aioredis.Redis:
@@ -292,16 +297,6 @@ class RedisStore:
 
     def _error(self, e: RedisError) -> StoreError:
         return StoreError(f"Redis store {self.url}: {e}")
-
-    # --- the lease a commit is fenced by ----------------------------------------------
-
-    def bind(self, session_id: str, owner: str, fence: int) -> None:
-        """Fence later commits of ``session_id`` by the lease ``(owner, fence)``."""
-        self._leases[session_id] = (owner, fence)
-
-    def unbind(self, session_id: str) -> None:
-        """Commit ``session_id`` unfenced again (after releasing its lease)."""
-        self._leases.pop(session_id, None)
 
     # --- SessionStore -----------------------------------------------------------------
 
@@ -360,9 +355,11 @@ class RedisStore:
         turns: Sequence[TurnRecord] = (),
         state: bytes | None = None,
         updated_at: float | None = None,
+        lease: tuple[str, int] | None = None,
     ) -> None:
+        """As the protocol says; ``lease`` (owner, fence) fences the commit (``Fenced``)."""
         check_batch(session_id, events[0].seq - 1 if events else 0, events, turns)
-        owner, fence = self._leases.get(session_id, ("", 0))
+        owner, fence = lease or ("", 0)
         args: list[Any] = [
             session_id,
             owner,
@@ -408,7 +405,7 @@ class RedisStore:
             )
         except RedisError as e:
             raise self._error(e) from e
-        return _events(entries)
+        return decode_events(entries)
 
     async def first_seq(self, session_id: str) -> int | None:
         try:
@@ -497,6 +494,7 @@ class RedisStore:
             key(session_id, "m"),
             key(session_id, "e"),
             key(session_id, "t"),
+            key(session_id, "i"),
             _IDX_CREATED,
             _IDX_UPDATED,
         ]

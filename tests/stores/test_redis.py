@@ -7,12 +7,14 @@ what only the distributed backend does, against a real redis-server.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from gateway.stores.base import StoreError
 from gateway.stores.factory import describe, is_distributed, open_store, store_from_url
+from gateway.stores.fenced import FencedStore
 from gateway.stores.redis import Fenced, RedisStore, key, mask_url
 from tests.stores.helpers import event, events, meta, turn
 from tests.support.redis_server import RedisServer
@@ -35,15 +37,12 @@ async def _lease(store: RedisStore, sid: str, owner: str, fence: int) -> None:
 async def test_a_stale_lease_is_fenced_and_writes_nothing(rstore: RedisStore) -> None:
     await rstore.create(meta("s"), b"v0")
     await _lease(rstore, "s", "A", 1)
-    rstore.bind("s", "A", 1)
-    await rstore.commit("s", events=events(1, 2), turns=[turn("t1")], state=b"v1")
+    a = FencedStore(rstore, partial(rstore.commit, lease=("A", 1)))
+    await a.commit("s", events=events(1, 2), turns=[turn("t1")], state=b"v1")
 
     await _lease(rstore, "s", "B", 2)  # B took the session over
     with pytest.raises(Fenced, match="owner=B"):
-        await rstore.commit(
-            "s", events=events(3, 3), turns=[turn("t2")], state=b"v2", updated_at=5000.0
-        )
-    rstore.unbind("s")
+        await a.commit("s", events=events(3, 3), turns=[turn("t2")], state=b"v2", updated_at=5000.0)
     with pytest.raises(Fenced):  # unfenced while someone owns it: refused too
         await rstore.commit("s", updated_at=5000.0)
 
@@ -52,17 +51,16 @@ async def test_a_stale_lease_is_fenced_and_writes_nothing(rstore: RedisStore) ->
     assert (got.state, got.meta.updated_at) == (b"v1", 1000.0)
     assert await rstore.read_events("s", 0) == events(1, 2)
     assert await rstore.list_turns("s") == [turn("t1")]
-    rstore.bind("s", "B", 2)
-    await rstore.commit("s", events=events(3, 3))
+    await rstore.commit("s", events=events(3, 3), lease=("B", 2))
     assert await rstore.read_events("s", 2) == events(3, 3)
 
 
 async def test_the_same_owner_with_an_older_fence_is_fenced(rstore: RedisStore) -> None:
     await rstore.create(meta("s"), b"")
     await _lease(rstore, "s", "A", 7)
-    rstore.bind("s", "A", 6)  # A lost the lease and took it again: its old fence is dead
+    # A lost the lease and took it again: a runtime with its old fence is dead.
     with pytest.raises(Fenced):
-        await rstore.commit("s", events=events(1, 1))
+        await rstore.commit("s", events=events(1, 1), lease=("A", 6))
     assert await rstore.read_events("s", 0) == []
 
 
