@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.auth import AuthError
 from gateway.core.records import TurnRecord
+from gateway.errors import AuthError
 from gateway.guard import Guard
 from gateway.sessions import SessionManager, TooManySessions
 from gateway.stores.base import SessionMeta, SessionStore, StoreError

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
-from gateway.auth import AuthError, chosen_subprotocol
+from gateway.auth import chosen_subprotocol
 from gateway.connection import Connection, InputLimits
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -28,11 +28,15 @@ from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
+from gateway.errors import AuthError
+from gateway.generation import ProviderPolicy
 from gateway.guard import Guard
+from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
-from gateway.runtime import ProviderPolicy
-from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, TooManySessions
+from gateway.runtime import SessionRuntime
+from gateway.serving import close_quietly, serve_socket
+from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
 from gateway.stores.factory import open_store
@@ -143,19 +147,26 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
                 retries=settings.provider_retries,
                 backoff_s=settings.provider_backoff_s,
             ),
+            store=StorePolicy(retry_budget_s=settings.store_retry_s),
         )
         try:
-            async with asyncio.TaskGroup() as tasks:
-                manager = SessionManager(provider=llm, store=store, config=config, tasks=tasks)
-                app.state.manager = manager
-                app.state.store = store
-                app.state.guard = guard
-                sweeper = tasks.create_task(_sweep_forever(manager, settings), name="sweeper")
-                try:
-                    yield
-                finally:
-                    sweeper.cancel()
-                    await manager.shutdown()
+            manager = SessionManager(provider=llm, store=store, config=config)
+            if settings.store_url.startswith("sqlite"):
+                # This process alone writes the file (it holds its lock): any turn
+                # still streaming there was cut by a crash.
+                await manager.recover()
+            app.state.manager = manager
+            app.state.store = store
+            app.state.guard = guard
+            sweeper = asyncio.get_running_loop().create_task(
+                _sweep_forever(manager, settings), name="sweeper"
+            )
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                await asyncio.wait({sweeper})
+                await manager.shutdown()
         finally:
             await store.aclose()
             await llm.aclose()
@@ -173,56 +184,27 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         resume = _resume_params(websocket)
         await websocket.accept(subprotocol=chosen_subprotocol(websocket))
         if isinstance(resume, str):
-            await websocket.close(CloseCode.BAD_RESUME, resume)
+            await close_quietly(websocket, CloseCode.BAD_RESUME, resume)
             return
-        busy = guard.connections.acquire(name)
-        if busy is not None:
-            await websocket.close(CloseCode.TRY_AGAIN_LATER, busy)
-            return
-        try:
-            await _serve_native(websocket, manager, resume, name)
-        finally:
-            guard.connections.release(name)
 
-    async def _serve_native(
-        websocket: WebSocket,
-        manager: SessionManager,
-        resume: tuple[str, str, int] | None,
-        principal: str | None,
-    ) -> None:
-        try:
+        async def opener(connection: Connection) -> SessionRuntime:
             if resume is None:
-                runtime, token = await manager.start(principal=principal)
-                last_seq: int | None = None
-            else:
-                session_id, token, last_seq = resume
-                runtime = await manager.resume(session_id, token, principal=principal)
-        except ResumeRefused as refused:
-            log.info("resume refused code=%s", refused.code)
-            await websocket.close(refused.code, refused.reason)
-            return
-        except TooManySessions as exc:
-            await websocket.close(CloseCode.TOO_MANY_SESSIONS, str(exc))
-            return
-        except StoreError:
-            log.exception("session store failed while opening a session")
-            await websocket.close(CloseCode.INTERNAL_ERROR, "session store unavailable")
-            return
-        connection = Connection(
+                runtime, _ = await manager.start(connection, principal=name)
+                return runtime
+            session_id, token, last_seq = resume
+            return await manager.resume(
+                session_id, token, connection, last_seq=last_seq, principal=name
+            )
+
+        await serve_socket(
             websocket,
             NativeCodec(settings.max_frame_bytes),
-            session_id=runtime.session.id,
-            queue_size=settings.send_queue_size,
-            heartbeat_s=settings.heartbeat_s,
+            opener,
+            settings=settings,
+            route="ws",
             limits=input_limits(settings),
+            principal=name,
         )
-        log.info("connection open session=%s resumed=%s", runtime.session.id, resume is not None)
-        try:
-            await connection.serve(runtime, resume_token=token, last_seq=last_seq)
-        finally:
-            log.info(
-                "connection closed session=%s code=%s", runtime.session.id, connection.close_code
-            )
 
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", websocket_native),

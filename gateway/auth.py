@@ -17,19 +17,11 @@ from urllib.parse import urlsplit
 import jwt
 from starlette.requests import HTTPConnection
 
+from gateway.errors import AuthError
+
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 #: The subprotocol the gateway selects when a client offers it with a bearer entry.
 SUBPROTOCOL = "voice-gateway.v1"
-
-
-class AuthError(Exception):
-    """A request is refused: ``status`` is 401 (who are you?) or 403 (not allowed)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,20 @@ runtime; the writer sends events in order, and a heartbeat data frame whenever
 nothing was sent for a while (proxies and load balancers cut sockets that look
 idle, and they ignore WebSocket control frames). A client that stops reading
 fills the queue; the connection is then closed with ``4008`` instead of growing
-memory without bound, and the session stays resumable.
+memory without bound, and the session stays resumable. A resume replay is not
+pushed through that bound: the writer streams it from the replay log, at the
+pace the socket takes it, so every replay the log can serve is served.
+
+The connection's life is one :class:`~gateway.lifecycle.ConnectionState`
+(open, closing, closed); closing never raises, however full the queue is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +29,7 @@ from gateway.core.events import ClientEvent, ServerEvent
 from gateway.core.limits import TokenBucket
 from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
+from gateway.lifecycle import CONNECTION_TRANSITIONS, ConnectionState, Lifecycle
 from gateway.runtime import SessionRuntime
 
 log = logging.getLogger("gateway.connection")
@@ -71,6 +79,19 @@ class _CloseRequest:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    frames: Sequence[LoggedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class _Preface:
+    texts: Sequence[str]
+
+
+_Item = str | _Replay | _Preface | _CloseRequest
+
+
 class Connection:
     """Serves one accepted WebSocket for one session runtime."""
 
@@ -79,72 +100,105 @@ class Connection:
         websocket: WebSocket,
         codec: Codec,
         *,
-        session_id: str,
         queue_size: int,
         heartbeat_s: float,
         limits: InputLimits | None = None,
     ) -> None:
         self._ws = websocket
         self._codec = codec
-        self._session_id = session_id
-        self._queue: asyncio.Queue[str | _CloseRequest] = asyncio.Queue(queue_size)
+        self._session_id = ""
+        self._bound = queue_size
+        self._out: deque[_Item] = deque()
+        self._queued = 0  # live frames in ``_out`` (the preface and replays are not counted)
+        self._ready = asyncio.Event()
         self._heartbeat_s = heartbeat_s
         self._limits = limits or InputLimits()
-        self._closing = False
+        self._life: Lifecycle[ConnectionState] = Lifecycle(
+            "connection", ConnectionState.OPEN, CONNECTION_TRANSITIONS
+        )
         self._last_seq = 0
         self.close_code: int | None = None
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._life.state
+
+    def _enter(self, new: ConnectionState) -> None:
+        if self._life.state is not new:
+            self._life.move(new)
 
     # --- ClientSink --------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        return self._closing
+        return self._life.state is not ConnectionState.OPEN
 
     def deliver(self, frame: LoggedEvent, event: ServerEvent | None = None) -> None:
         """Queue an event; on overflow, give up on this client (it can resume)."""
-        if self._closing:
-            return
-        text = self._codec.encode(frame, event)
-        if text is None:
+        if self.closed:
             return
         try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+            text = self._codec.encode(frame, event)
+        except Exception:  # an adapter bug costs this connection, never the session
+            log.exception("encoding an event failed session=%s seq=%s", self._session_id, frame.seq)
+            self.abort(CloseCode.INTERNAL_ERROR, "internal error; resume to continue")
+            return
+        if text is None:
+            return
+        if self._queued >= self._bound:
             log.warning("send queue full session=%s: closing slow client", self._session_id)
             self.abort(CloseCode.SLOW_CONSUMER, "client too slow to read")
             return
+        self._put(text)
+        self._queued += 1
         self._last_seq = frame.seq
 
+    def replay(self, frames: Sequence[LoggedEvent]) -> None:
+        """Queue a resume replay: streamed by the writer, outside the queue's bound."""
+        if not self.closed and frames:
+            self._put(_Replay(frames))
+            self._last_seq = frames[-1].seq
+
+    def prepend(self, texts: Sequence[str]) -> None:
+        """Frames the protocol expects before any session event (Retell's opening)."""
+        if texts:
+            self._out.appendleft(_Preface(tuple(texts)))
+            self._ready.set()
+
+    def _put(self, item: _Item) -> None:
+        self._out.append(item)
+        self._ready.set()
+
     def _send_direct(self, text: str) -> None:
-        if self._closing:
+        if self.closed:
             return
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if self._queued >= self._bound:
             self.abort(CloseCode.SLOW_CONSUMER, "client too slow to read")
+            return
+        self._put(text)
+        self._queued += 1
 
     def close(self, code: int, reason: str) -> None:
-        """Close after everything queued so far is sent."""
-        if self._closing:
+        """Close after everything queued so far is sent. Never raises."""
+        if self.closed:
             return
-        self._closing = True
-        self._queue.put_nowait(_CloseRequest(code, reason))
+        self._enter(ConnectionState.CLOSING)
+        self._put(_CloseRequest(code, reason))
 
     def abort(self, code: int, reason: str) -> None:
-        """Close now: whatever is still queued is dropped."""
-        if self._closing:
+        """Close now: whatever is still queued is dropped. Never raises."""
+        if self.closed:
             return
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._out.clear()
+        self._queued = 0
         self.close(code, reason)
 
     # --- tasks -------------------------------------------------------------------
 
-    async def serve(
-        self, runtime: SessionRuntime, *, resume_token: str, last_seq: int | None
-    ) -> None:
-        """Run until the client disconnects or the connection is closed."""
-        runtime.attach(self, resume_token=resume_token, last_seq=last_seq)
+    async def serve(self, runtime: SessionRuntime) -> None:
+        """Run until the client disconnects or the connection is closed; the
+        connection must already be attached to ``runtime``."""
+        self._session_id = runtime.session.id
         try:
             async with asyncio.TaskGroup() as tg:
                 reader = tg.create_task(self._read(runtime), name="ws-reader")
@@ -152,7 +206,7 @@ class Connection:
                 reader.add_done_callback(lambda _: writer.cancel())
                 writer.add_done_callback(lambda _: reader.cancel())
         finally:
-            self._closing = True
+            self._enter(ConnectionState.CLOSED)
             runtime.detach(self)
 
     async def _read(self, runtime: SessionRuntime) -> None:
@@ -173,7 +227,7 @@ class Connection:
                 if self.close_code is None:
                     self.close_code = message.get("code", CloseCode.NORMAL)
                 return
-            if self._closing or idle is None:
+            if self.closed or idle is None:
                 continue  # closing: read until the handshake is done, act on nothing
             now = loop.time()
             if not bucket.take(now):
@@ -193,7 +247,12 @@ class Connection:
                 continue
             text: str | None = message.get("text")
             frame: str | bytes = text if text is not None else message.get("bytes") or b""
-            result = self._codec.decode(frame)
+            try:
+                result = self._codec.decode(frame)
+            except Exception:  # an adapter bug costs this frame, never the session
+                log.exception("decoding a frame failed session=%s", self._session_id)
+                runtime.reject(ErrorCode.INTERNAL_ERROR, "the gateway could not read this frame")
+                continue
             if result is None:
                 continue
             if isinstance(result, WireError):
@@ -203,12 +262,24 @@ class Connection:
             else:
                 runtime.receive(result)
 
-    async def _write(self) -> None:
-        while True:
+    async def _next(self) -> _Item | None:
+        """The next item to send, or ``None`` after ``heartbeat_s`` of nothing."""
+        while not self._out:
+            self._ready.clear()
             try:
                 async with asyncio.timeout(self._heartbeat_s):
-                    item = await self._queue.get()
+                    await self._ready.wait()
             except TimeoutError:
+                return None
+        item = self._out.popleft()
+        if isinstance(item, str):
+            self._queued -= 1
+        return item
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._next()
+            if item is None:
                 beat = self._codec.heartbeat(self._session_id, self._last_seq)
                 if beat is None:
                     continue
@@ -221,6 +292,15 @@ class Connection:
                     log.debug("client was gone before the close frame")
                 return
             try:
-                await self._ws.send_text(item)
+                if isinstance(item, _Replay):
+                    for frame in item.frames:
+                        text = self._codec.encode(frame, None)
+                        if text is not None:
+                            await self._ws.send_text(text)
+                elif isinstance(item, _Preface):
+                    for text in item.texts:
+                        await self._ws.send_text(text)
+                else:
+                    await self._ws.send_text(item)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return  # the reader sees the disconnect

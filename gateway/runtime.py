@@ -1,21 +1,22 @@
 """The asyncio shell around one :class:`~gateway.core.session.Session`.
 
 It feeds the core what arrives (client events, provider deltas, the clock) and
-carries out the effects it returns:
+carries out the effects it returns. Three pieces, each in its own module:
 
-- provider streams run as tasks in the application's task group; a cancelled
-  turn has its stream closed;
-- every session event is logged for replay, **stored, then delivered**: one
-  flusher task per session commits what accumulated (events, turn records, the
-  state snapshot) in one store transaction, then hands the events to the attached
-  client in order. A client never sees an event the store does not have, so after
-  a crash it can resume without a gap or a repeat;
-- attaching a client is a marker in that same pipeline, so ``session.ready`` and
-  the replay of what the client missed land exactly between the last event
-  delivered and the next live one.
+- :mod:`gateway.pipeline`: every session event is **stored, then delivered**;
+  attaching a client is a marker in that same pipeline, so ``session.ready`` and
+  the replay land exactly between the last event delivered and the next live one;
+- :mod:`gateway.generation`: one task per turn streams the provider with
+  timeouts and retries;
+- here: the runtime's lifecycle (:class:`~gateway.lifecycle.RuntimeState`:
+  attach, grace, stop, drain) and its **failure boundary**. The runtime's tasks
+  belong to its own :class:`~gateway.tasks.TaskSet`; an unexpected exception
+  ends the streaming turn ``failed`` (``internal_error``) and the session goes
+  on; if the runtime cannot go on, its client is closed 1011 and the session
+  stays resumable from the store. Nothing reaches another session.
 
-The runtime outlives its connections: when the client goes away, the streaming
-turn goes on for a grace period so that a resuming client still gets it.
+The runtime outlives its connections: when the client goes away the streaming
+turn goes on for a grace period, so that a resuming client still gets it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.core import wire
 from gateway.core.codes import CloseCode, ErrorCode
@@ -44,13 +45,18 @@ from gateway.core.events import (
     ServerEvent,
     SessionReconnect,
 )
-from gateway.core.history import GenerationRequest
-from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
 from gateway.core.state import encode_state
-from gateway.providers.base import LLMProvider, ProviderError
-from gateway.stores.base import SessionStore, StoreError
+from gateway.errors import ProviderError, RuntimeStopped
+from gateway.generation import ProviderPolicy, generate
+from gateway.lifecycle import RUNTIME_TRANSITIONS, Lifecycle, RuntimeState
+from gateway.pipeline import Outgoing, Pipeline, StorePolicy, StoreUnavailable
+from gateway.providers.base import LLMProvider
+from gateway.stores.base import SessionStore
+from gateway.tasks import TaskSet
+
+__all__ = ["ClientSink", "ProviderPolicy", "SessionRuntime", "StorePolicy"]
 
 log = logging.getLogger("gateway.turn")
 
@@ -69,6 +75,11 @@ class ClientSink(Protocol):
         Must not block."""
         ...
 
+    def replay(self, frames: Sequence[LoggedEvent]) -> None:
+        """Queue a resume replay, sent in order before anything queued later; it
+        does not count against the send queue's bound. Must not block."""
+        ...
+
     def close(self, code: int, reason: str) -> None:
         """Close once everything queued so far was sent."""
         ...
@@ -76,26 +87,6 @@ class ClientSink(Protocol):
     def abort(self, code: int, reason: str) -> None:
         """Close now, dropping whatever is still queued."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderPolicy:
-    """Timeouts and retries around a provider stream.
-
-    A failure the provider calls retryable (429, 5xx, timeouts, a cut connection)
-    is retried with jittered exponential back-off, but only while no chunk of the
-    turn was sent, so the user never hears a sentence twice.
-    """
-
-    first_token_timeout_s: float = 20.0
-    token_timeout_s: float = 15.0
-    retries: int = 2
-    backoff_s: float = 0.5
-    backoff_max_s: float = 4.0
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full-jitter back-off before retry ``attempt`` (1-based)."""
-        return rng.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +98,7 @@ class _Attach:
 
 @dataclass(frozen=True, slots=True)
 class _Notice:
-    """A connection event for whoever is attached when the pipeline gets here."""
+    """A ``session.reconnect`` for whoever is attached when the pipeline gets here."""
 
     delay_ms: int
     reason: str
@@ -121,27 +112,12 @@ class _Direct:
     event: ServerEvent
 
 
-@dataclass(frozen=True, slots=True)
-class _Out:
-    logged: LoggedEvent
-    event: ServerEvent
-
-
-_Item = _Out | _Direct | _Attach | _Notice | Close
-
-
 def _frame(event: ServerEvent) -> LoggedEvent:
     return LoggedEvent(event.seq, event.type, None, wire.encode(event))
 
 
-async def _aclose(stream: AsyncIterator[str]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
 class SessionRuntime:
-    """Runs one session: its provider tasks, its store pipeline, its client."""
+    """Runs one session: its lifecycle, its provider tasks, its store pipeline, its client."""
 
     def __init__(
         self,
@@ -151,12 +127,12 @@ class SessionRuntime:
         principal: str | None = None,
         provider: LLMProvider,
         store: SessionStore,
-        tasks: asyncio.TaskGroup,
         clock: Callable[[], float],
         replay: ReplayLog,
         grace_s: float,
         on_stopped: Callable[[SessionRuntime], None],
         policy: ProviderPolicy | None = None,
+        store_policy: StorePolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.session = session
@@ -164,250 +140,271 @@ class SessionRuntime:
         self.principal = principal
         self.replay = replay
         self._provider = provider
-        self._store = store
-        self._tasks = tasks
         self._clock = clock
         self._grace_s = grace_s
         self._on_stopped = on_stopped
         self._policy = policy or ProviderPolicy()
         self._random = rng or random.Random()
+        self._life: Lifecycle[RuntimeState] = Lifecycle(
+            f"runtime {session.id}", RuntimeState.DETACHED, RUNTIME_TRANSITIONS
+        )
+        self._tasks = TaskSet(f"session {session.id}", self._task_failed)
+        self._pipeline = Pipeline(
+            session.id,
+            store,
+            snapshot=lambda: encode_state(self.session.state()),
+            dispatch=self._dispatch,
+            clock=clock,
+            trim_to=replay.capacity,
+            policy=store_policy,
+            rng=self._random,
+        )
         self._generations: dict[str, asyncio.Task[None]] = {}
-        self._pending: list[_Item] = []
-        self._pending_turns: dict[str, TurnRecord] = {}
-        self._unstored: list[LoggedEvent] = []
-        self._state_dirty = False
-        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._done = asyncio.Event()
         self._delivered_seq = replay.last_seq or session.seq
+        #: The attached client (``None`` while detached).
         self._client: ClientSink | None = None
+        #: The attached client once its ``session.ready`` went out: live events go to it.
+        self._greeted: ClientSink | None = None
         self._grace: asyncio.TimerHandle | None = None
-        self.stopping = False
-        self._flusher = tasks.create_task(self._flush_loop(), name=f"flush:{session.id}")
+        self._arm_grace()  # born detached: a runtime nobody attaches to stops by itself
+        self._pipe = self._tasks.spawn(self._run_pipeline(), name=f"pipeline:{session.id}")
 
-    # --- clients -----------------------------------------------------------------
+    # --- state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> RuntimeState:
+        return self._life.state
+
+    @property
+    def stopping(self) -> bool:
+        """Stopping or stopped: nothing can attach any more."""
+        return self._life.state in (RuntimeState.STOPPING, RuntimeState.STOPPED)
 
     @property
     def attached(self) -> bool:
-        """A client is attached (or about to be)."""
-        return self._client is not None or any(isinstance(i, _Attach) for i in self._pending)
+        """A client is attached (or about to be greeted)."""
+        return self._life.state is RuntimeState.ATTACHED
+
+    def _enter(self, new: RuntimeState) -> None:
+        """The one place the runtime's state changes (and the grace timer with it)."""
+        old = self._life.move(new)
+        if old is RuntimeState.DETACHED and new is not RuntimeState.DETACHED:
+            self._cancel_grace()
+        if new is RuntimeState.DETACHED:
+            self._arm_grace()
+
+    # --- clients -----------------------------------------------------------------
 
     def attach(self, client: ClientSink, *, resume_token: str, last_seq: int | None) -> None:
         """Send this session to ``client`` from now on, after ``session.ready``.
 
         ``last_seq`` is the newest ``seq`` the client has (resume), or ``None`` for
-        a client that starts fresh. A client already attached is cut off: it gets
-        nothing more.
+        a client that starts fresh. A client already attached is cut off (4409).
+        Raises :class:`~gateway.errors.RuntimeStopped` once the runtime is stopping:
+        open the session afresh instead.
         """
-        self._cancel_grace()
-        old, self._client = self._client, None
+        if self.stopping:
+            raise RuntimeStopped(f"session {self.session.id} is stopping")
+        old = self._client
         if old is not None and old is not client:
             old.abort(CloseCode.TAKEN_OVER, "another connection resumed this session")
-        self._pending.append(_Attach(client, resume_token, last_seq))
-        self._wake.set()
+        self._client, self._greeted = client, None
+        self._enter(RuntimeState.ATTACHED)
+        self._pipeline.push(_Attach(client, resume_token, last_seq))
 
     def detach(self, client: ClientSink) -> None:
         """``client`` is gone; keep the session for the grace period."""
-        if self._client is client:
-            self._client = None
-        if not self.attached and not self.stopping:
-            self._start_grace()
+        if client is not self._client:
+            return  # an older, taken-over client: it no longer counts
+        self._client = self._greeted = None
+        if self._life.state is RuntimeState.ATTACHED:
+            self._enter(RuntimeState.DETACHED)
 
     # --- inputs ------------------------------------------------------------------
 
     def receive(self, event: ClientEvent) -> None:
         """Feed one client event to the core."""
-        self.session.receive(event, self._clock())
-        self._apply()
+        if self.stopping:
+            return
+        try:
+            self.session.receive(event, self._clock())
+            self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("a client event", exc)
 
     def reject(self, code: ErrorCode, message: str) -> None:
         """Answer a frame that could not be decoded."""
-        self.session.reject(code, message, now=self._clock())
-        self._apply()
+        if self.stopping:
+            return
+        try:
+            self.session.reject(code, message, now=self._clock())
+            self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("an error reply", exc)
 
     def close_client(self, code: int, reason: str) -> None:
         """Close the attached client once everything before this is delivered."""
-        self._pending.append(Close(code, reason))
-        self._wake.set()
+        self._pipeline.push(Close(code, reason))
 
     def kick(self) -> None:
         """Carry out effects the core produced outside an input (e.g. on restore)."""
-        self._apply()
+        try:
+            self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("restoring", exc)
 
     def terminate(self, reason: str) -> None:
         """End the session for good (deleted): the client gets ``session.ended``."""
-        self.session.end(reason, self._clock())
-        self._apply()
-        self.stop()
+        if self.stopping:
+            return
+        try:
+            self.session.end(reason, self._clock())
+            self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("ending the session", exc)
+        self.stop(reason)
 
-    def stop(self, reason: str = "the session was stopped") -> None:
-        """End the streaming turn (``interrupted``, with ``reason``), flush, and go.
-
-        A stopped runtime never leaves a turn open in the store.
-        """
-        self.session.abandon(reason, self._clock())
-        self._apply()
-        self._cancel_grace()
+    def stop(
+        self, reason: str = "the session was stopped", *, code: int = CloseCode.SERVICE_RESTART
+    ) -> None:
+        """End the streaming turn (``interrupted``, with ``reason``), flush, close the
+        client with ``code``, and go. A stopped runtime never leaves a turn open."""
+        if self.stopping:
+            return
+        try:
+            self.session.abandon(reason, self._clock())
+            self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("stopping", exc)
+            if self.stopping:
+                return
+        if self._client is not None:
+            self._pipeline.push(Close(code, reason))
+        self._enter(RuntimeState.STOPPING)
+        self._client = None
         for task in self._generations.values():
             task.cancel()
-        self.stopping = True
-        self._wake.set()
+        self._pipeline.finish()
 
     async def drain(self, deadline: float, *, reconnect_ms: int) -> None:
         """Shut down gracefully: tell the client to reconnect, let the streaming
         turn finish until the loop time ``deadline``, then close (1012) and stop."""
-        reason = "the gateway is shutting down"
-        self._pending.append(_Notice(reconnect_ms, reason))
-        self._wake.set()
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._idle.wait()
-        except TimeoutError:
-            log.warning("drain deadline reached session=%s: ending its turn", self.session.id)
-        self.session.abandon(reason, self._clock())
-        self._apply()
-        self._pending.append(Close(CloseCode.SERVICE_RESTART, reason))
-        self.stop()
+        if not self.stopping:
+            reason = "the gateway is shutting down"
+            self._pipeline.push(_Notice(reconnect_ms, reason))
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning("drain deadline reached session=%s: ending its turn", self.session.id)
+            self.stop(reason, code=CloseCode.SERVICE_RESTART)
         await self.stopped()
 
     async def stopped(self) -> None:
-        """Wait until the flusher has written everything and ended."""
-        await asyncio.wait({self._flusher})
+        """Wait until everything was written (or given up on) and every task ended."""
+        await self._done.wait()
+        await self._tasks.aclose()
 
     # --- effects -----------------------------------------------------------------
 
     def _apply(self) -> None:
+        ended = False
         for effect in self.session.effects():
             match effect:
                 case Send(event=event):
                     if event.type in CONNECTION_EVENTS:
-                        self._pending.append(_Direct(event))
+                        self._pipeline.push(_Direct(event))
                         continue
                     logged = LoggedEvent(
                         event.seq, event.type, getattr(event, "turn_id", None), wire.encode(event)
                     )
                     self.replay.append(logged)
-                    self._pending.append(_Out(logged, event))
+                    self._pipeline.push(Outgoing(logged, event))
                     if isinstance(event, ResponseEnd):
                         self._log_turn(event)
                 case SaveTurn(record=record):
-                    self._pending_turns[record.turn_id] = record
+                    self._pipeline.save_turn(record)
                 case SaveState():
-                    self._state_dirty = True
+                    self._pipeline.mark_state()
                 case StartGeneration(request=request):
-                    self._generations[request.turn_id] = self._tasks.create_task(
-                        self._generate(request),
-                        name=f"generate:{self.session.id}:{request.turn_id}",
-                    )
+                    if not self.stopping:
+                        self._generations[request.turn_id] = self._tasks.spawn(
+                            generate(
+                                request,
+                                provider=self._provider,
+                                sink=self,
+                                policy=self._policy,
+                                rng=self._random,
+                                session_id=self.session.id,
+                            ),
+                            name=f"generate:{self.session.id}:{request.turn_id}",
+                        )
                 case CancelGeneration(turn_id=turn_id):
                     task = self._generations.pop(turn_id, None)
                     if task is not None:
                         task.cancel()
                 case Close():
-                    self._pending.append(effect)
-        if self._pending or self._state_dirty or self._pending_turns:
-            self._wake.set()
+                    self._pipeline.push(effect)
+                    ended = self.session.closed
         if self.session.streaming_turn_id is None:
             self._idle.set()
         else:
             self._idle.clear()
+        if ended and not self.stopping:
+            # The session is over: nothing can attach to it any more.
+            self._pipeline.mark_state()
+            self._enter(RuntimeState.STOPPING)
+            self._client = None
+            self._pipeline.finish()
 
-    # --- the store pipeline ------------------------------------------------------
+    # --- the pipeline ------------------------------------------------------------
 
-    async def _flush_loop(self) -> None:
+    async def _run_pipeline(self) -> None:
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._pending or self._pending_turns or self._state_dirty:
-                    if not await self._flush_once():
-                        break  # the store failed: retry on the next wake, not in a loop
-                if self.stopping:
-                    return
-        except Exception:  # task boundary: never take the application's task group down
-            log.exception("session pipeline crashed session=%s", self.session.id)
-            if self._client is not None:
-                self._client.abort(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            self._on_stopped(self)
-
-    async def _flush_once(self) -> bool:
-        # Take the batch and the snapshot in one step, so the stored state always
-        # matches the stored events.
-        batch, self._pending = self._pending, []
-        turns, self._pending_turns = list(self._pending_turns.values()), {}
-        state = encode_state(self.session.state()) if self._state_dirty else None
-        self._state_dirty = False
-        events = self._unstored + [item.logged for item in batch if isinstance(item, _Out)]
-        stored = True
-        if events or turns or state is not None:
-            try:
-                await self._store.commit(
-                    self.session.id,
-                    events=events,
-                    turns=turns,
-                    state=state,
-                    updated_at=self._clock(),
-                )
-                self._unstored = []
-            except StoreError:
-                # Deliver anyway (the conversation goes on) and retry these writes
-                # with the next batch, so the stored log never gets a gap.
-                log.exception(
-                    "store commit failed session=%s: %d event(s) not yet durable, will retry",
-                    self.session.id,
-                    len(events),
-                )
-                self._unstored = events
-                for turn in turns:
-                    self._pending_turns.setdefault(turn.turn_id, turn)
-                self._state_dirty = self._state_dirty or state is not None
-                stored = False
-            if stored and any(e.type == "response.end" for e in events):
-                await self._trim()
-        for item in batch:
-            match item:
-                case _Out(logged=logged, event=event):
-                    self._delivered_seq = logged.seq
-                    if self._client is not None:
-                        self._client.deliver(logged, event)
-                case _Attach():
-                    self._attach_now(item)
-                case _Direct(event=event):
-                    if self._client is not None:
-                        stamped = replace(event, seq=self._delivered_seq)
-                        self._client.deliver(_frame(stamped), stamped)
-                case _Notice(delay_ms=delay_ms, reason=reason):
-                    if self._client is not None:
-                        notice = SessionReconnect(
-                            session_id=self.session.id,
-                            seq=self._delivered_seq,
-                            delay_ms=delay_ms,
-                            reason=reason,
-                        )
-                        self._client.deliver(_frame(notice), notice)
-                case Close(code=code, reason=reason):
-                    if self._client is not None:
-                        self._client.close(code, reason)
-        return stored
-
-    async def _trim(self) -> None:
-        """Keep the stored log as long as the replay log (once per turn)."""
-        try:
-            await self._store.trim_events(self.session.id, self.replay.capacity)
-        except StoreError:
-            log.exception("store trim failed session=%s", self.session.id)
-
-    def _attach_now(self, attach: _Attach) -> None:
-        client = attach.client
-        if client.closed:
-            if not self.attached:
-                self._start_grace()
+            await self._pipeline.run()
+        except StoreUnavailable as exc:
+            log.error(
+                "session=%s: %s; closing its client (1011): it can resume once the store is back",
+                self.session.id,
+                exc,
+            )
+            self._give_up(CloseCode.INTERNAL_ERROR, "session store unavailable; resume later")
             return
-        previous = self._client
-        if previous is not None and previous is not client:
-            # Two attaches landed in one batch: the earlier one loses, as in attach().
-            previous.abort(CloseCode.TAKEN_OVER, "another connection resumed this session")
+        self._finish()
+
+    def _dispatch(self, item: object) -> None:
+        match item:
+            case Outgoing(logged=logged, event=event):
+                self._delivered_seq = logged.seq
+                if self._greeted is not None:
+                    self._greeted.deliver(logged, event)
+            case _Attach():
+                self._greet(item)
+            case _Direct(event=event):
+                if self._greeted is not None:
+                    stamped = replace(event, seq=self._delivered_seq)
+                    self._greeted.deliver(_frame(stamped), stamped)
+            case _Notice(delay_ms=delay_ms, reason=reason):
+                if self._greeted is not None:
+                    notice = SessionReconnect(
+                        session_id=self.session.id,
+                        seq=self._delivered_seq,
+                        delay_ms=delay_ms,
+                        reason=reason,
+                    )
+                    self._greeted.deliver(_frame(notice), notice)
+            case Close(code=code, reason=reason):
+                if self._greeted is not None:
+                    self._greeted.close(code, reason)
+                    self._greeted = None
+
+    def _greet(self, attach: _Attach) -> None:
+        client = attach.client
+        if client is not self._client or client.closed:
+            return  # taken over or gone before its turn in the pipeline came
         session = self.session
         delivered = self._delivered_seq
         last_seq = attach.last_seq
@@ -418,21 +415,131 @@ class SessionRuntime:
         )
         client.deliver(_frame(ready), ready)
         if last_seq is not None:
-            replay = self.replay.since(last_seq, upto=delivered) if last_seq <= delivered else None
-            if replay is None:
+            missed = self.replay.since(last_seq, upto=delivered) if last_seq <= delivered else None
+            if missed is None:
                 resync = session.resync_event(delivered)
                 client.deliver(_frame(resync), resync)
-            else:
-                for logged in replay:
-                    client.deliver(logged)
-        self._client = client
+            elif missed:
+                client.replay(missed)
+        self._greeted = client
+
+    # --- ends ----------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """The pipeline wrote everything: the runtime is stopped."""
+        self._cancel_grace()
+        if self._life.state is not RuntimeState.STOPPED:
+            self._life.move(RuntimeState.STOPPED)
+        for task in self._generations.values():
+            task.cancel()
+        self._generations.clear()
+        self._done.set()
+        self._on_stopped(self)
+
+    def _give_up(self, code: int, reason: str) -> None:
+        """The runtime cannot go on: close its client now and stop without writing
+        more. The store keeps the last good commit, so the session resumes from it."""
+        if self._life.state is RuntimeState.STOPPED:
+            return
+        client, self._client, self._greeted = self._client, None, None
+        if client is not None:
+            client.abort(code, reason)
+        self._pipeline.discard()
+        if not self.stopping:
+            self._enter(RuntimeState.STOPPING)
+        if self._pipe is not asyncio.current_task():
+            self._pipe.cancel()
+        self._finish()
+
+    def _fault(self, where: str, exc: BaseException) -> None:
+        """An unexpected exception in this session: log it once, fail the streaming
+        turn (``internal_error``) and go on; give up if even that fails."""
+        log.error(
+            "internal error in %s session=%s turn=%s",
+            where,
+            self.session.id,
+            self.session.streaming_turn_id,
+            exc_info=exc,
+        )
+        try:
+            turn_id = self.session.streaming_turn_id
+            if turn_id is not None:
+                self._fail_turn(turn_id)
+            self._apply()
+        except Exception:  # the core cannot go on: this session stops, the process does not
+            log.exception("session=%s cannot go on: closing its client (1011)", self.session.id)
+            self._give_up(CloseCode.INTERNAL_ERROR, "internal error; resume to continue")
+
+    def _fail_turn(self, turn_id: str) -> None:
+        self.session.provider_failed(
+            turn_id,
+            self._clock(),
+            message="the gateway failed while generating this turn",
+            retryable=False,
+            code=ErrorCode.INTERNAL_ERROR,
+            detail="internal_error",
+        )
+
+    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        if task is self._pipe:
+            log.error("session pipeline crashed session=%s", self.session.id, exc_info=exc)
+            self._give_up(CloseCode.INTERNAL_ERROR, "internal error; resume to continue")
+        else:
+            self._fault(f"task {task.get_name()}", exc)
+
+    # --- TurnSink: what a generation task reports ----------------------------------
+
+    def delta(self, turn_id: str, text: str) -> None:
+        self.session.provider_delta(turn_id, text, self._clock())
+        self._apply()
+
+    def restart(self, turn_id: str) -> bool:
+        return self.session.restart_turn(turn_id)
+
+    def done(self, turn_id: str) -> None:
+        self._forget(turn_id)
+        self.session.provider_done(turn_id, self._clock())
+        self._apply()
+
+    def failed(self, turn_id: str, error: ProviderError) -> None:
+        self._forget(turn_id)
+        self.session.provider_failed(
+            turn_id,
+            self._clock(),
+            message=error.message,
+            retryable=error.retryable,
+            detail=error.code,
+        )
+        self._apply()
+
+    def crashed(self, turn_id: str, error: Exception) -> None:
+        self._forget(turn_id)
+        log.error(
+            "internal error while generating session=%s turn=%s",
+            self.session.id,
+            turn_id,
+            exc_info=error,
+        )
+        try:
+            self._fail_turn(turn_id)
+            self._apply()
+        except Exception:  # the core cannot go on: this session stops, the process does not
+            log.exception("session=%s cannot go on: closing its client (1011)", self.session.id)
+            self._give_up(CloseCode.INTERNAL_ERROR, "internal error; resume to continue")
+
+    async def room(self) -> None:
+        await self._pipeline.room()
+
+    def _forget(self, turn_id: str) -> None:
+        if self._generations.get(turn_id) is asyncio.current_task():
+            del self._generations[turn_id]
 
     # --- grace -------------------------------------------------------------------
 
-    def _start_grace(self) -> None:
-        if self._grace is None:
-            loop = asyncio.get_running_loop()
-            self._grace = loop.call_later(self._grace_s, self._grace_expired)
+    def _arm_grace(self) -> None:
+        self._cancel_grace()
+        loop = asyncio.get_running_loop()
+        self._grace = loop.call_later(self._grace_s, self._grace_expired)
 
     def _cancel_grace(self) -> None:
         if self._grace is not None:
@@ -441,96 +548,8 @@ class SessionRuntime:
 
     def _grace_expired(self) -> None:
         self._grace = None
-        if not self.attached:
+        if self._life.state is RuntimeState.DETACHED:
             self.stop(f"the client did not come back within {self._grace_s:g} s")
-
-    # --- generation --------------------------------------------------------------
-
-    async def _generate(self, request: GenerationRequest) -> None:
-        turn_id = request.turn_id
-        policy = self._policy
-        attempt = 0
-        while True:
-            try:
-                await self._stream_turn(request)
-            except ProviderError as exc:
-                if (
-                    exc.retryable
-                    and attempt < policy.retries
-                    and self.session.restart_turn(turn_id)
-                ):
-                    attempt += 1
-                    delay = policy.backoff(attempt, self._random)
-                    log.warning(
-                        "provider failed session=%s turn=%s code=%s: retry %d/%d in %.2fs",
-                        self.session.id,
-                        turn_id,
-                        exc.code,
-                        attempt,
-                        policy.retries,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                log.warning(
-                    "provider failed session=%s turn=%s code=%s status=%s retryable=%s",
-                    self.session.id,
-                    turn_id,
-                    exc.code,
-                    exc.status,
-                    exc.retryable,
-                )
-                self.session.provider_failed(
-                    turn_id,
-                    self._clock(),
-                    message=exc.message,
-                    retryable=exc.retryable,
-                    detail=exc.code,
-                )
-            except Exception:  # task boundary: log it, fail the turn, keep the session
-                log.exception("generation crashed session=%s turn=%s", self.session.id, turn_id)
-                self.session.provider_failed(
-                    turn_id,
-                    self._clock(),
-                    message="the gateway failed while generating this turn",
-                    retryable=False,
-                    code=ErrorCode.INTERNAL_ERROR,
-                    detail="internal_error",
-                )
-            else:
-                self.session.provider_done(turn_id, self._clock())
-            break
-        if self._generations.get(turn_id) is asyncio.current_task():
-            del self._generations[turn_id]
-        self._apply()
-
-    async def _stream_turn(self, request: GenerationRequest) -> None:
-        """Feed one provider stream to the core, with first-token and between-token
-        timeouts; the stream is closed however this ends."""
-        turn_id = request.turn_id
-        policy = self._policy
-        stream = self._provider.stream(request)
-        iterator = aiter(stream)
-        limit = policy.first_token_timeout_s
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(limit):
-                        delta = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError as exc:
-                    what = "first text" if limit == policy.first_token_timeout_s else "next text"
-                    raise ProviderError(
-                        f"the model sent no {what} within {limit:g} s",
-                        code="timeout",
-                        retryable=True,
-                    ) from exc
-                limit = policy.token_timeout_s
-                self.session.provider_delta(turn_id, delta, self._clock())
-                self._apply()
-        finally:
-            await _aclose(stream)
 
     def _log_turn(self, end: ResponseEnd) -> None:
         latency = end.latency

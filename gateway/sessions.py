@@ -3,6 +3,12 @@
 Live sessions are held while a client is attached and for a grace period after;
 everything else lives in the store and comes back on resume. Resume tokens are
 stored as SHA-256 hashes and compared in constant time.
+
+Everything that makes, restores, deletes or expires one session holds that
+session's lock, and attaching a client happens under it with no ``await`` in
+between, so a client never attaches to a runtime that stopped meanwhile and a
+delete never crosses a restore. An ended session is over: resuming it is
+refused with 4410.
 """
 
 from __future__ import annotations
@@ -22,10 +28,15 @@ import orjson
 from gateway.core.codes import CloseCode
 from gateway.core.replay import ReplayLog
 from gateway.core.session import Session, SessionConfig
-from gateway.core.state import StateError, decode_state, encode_state
+from gateway.core.state import decode_state, encode_state
+from gateway.errors import ResumeRefused, RuntimeStopped, StateError, TooManySessions
+from gateway.generation import ProviderPolicy
+from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
-from gateway.runtime import ProviderPolicy, SessionRuntime
+from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
+
+__all__ = ["ManagerConfig", "ResumeRefused", "SessionManager", "TooManySessions"]
 
 log = logging.getLogger("gateway.sessions")
 
@@ -50,19 +61,6 @@ def token_matches(token: str, token_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token).encode(), token_hash.encode())
 
 
-class TooManySessions(Exception):
-    """The principal already owns the maximum number of sessions."""
-
-
-class ResumeRefused(Exception):
-    """A resume attempt failed; ``code`` is the WebSocket close code to use."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 @dataclass(frozen=True, slots=True)
 class ManagerConfig:
     """How sessions are run and kept."""
@@ -72,6 +70,7 @@ class ManagerConfig:
     replay_capacity: int = 1024
     grace_s: float = 30.0
     provider: ProviderPolicy = ProviderPolicy()
+    store: StorePolicy = StorePolicy()
 
 
 class SessionManager:
@@ -83,13 +82,11 @@ class SessionManager:
         provider: LLMProvider,
         store: SessionStore,
         config: ManagerConfig,
-        tasks: asyncio.TaskGroup,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._provider = provider
         self._store = store
         self._config = config
-        self._tasks = tasks
         self._clock = clock
         self._live: dict[str, SessionRuntime] = {}
         self._locks = _KeyedLocks()
@@ -119,12 +116,16 @@ class SessionManager:
         await self._store.create(meta, encode_state(state))
         return session_id, token, now
 
-    async def start(self, *, principal: str | None = None) -> tuple[SessionRuntime, str]:
-        """A new live session for a connecting client, and its resume token."""
+    async def start(
+        self, client: ClientSink, *, principal: str | None = None
+    ) -> tuple[SessionRuntime, str]:
+        """A new live session with ``client`` attached, and its resume token."""
         session_id, token, _ = await self.create(principal=principal)
         session = Session(session_id, self._config.session)
         replay = ReplayLog(self._config.replay_capacity)
-        return self._run(session, hash_token(token), replay, principal), token
+        runtime = self._run(session, hash_token(token), replay, principal)
+        runtime.attach(client, resume_token=token, last_seq=None)
+        return runtime, token
 
     async def open_keyed(self, kind: str, key: str) -> SessionRuntime:
         """The session a platform names by its own id (a call SID, a conversation id).
@@ -133,13 +134,9 @@ class SessionManager:
         own signature), so no resume token is involved. ``kind`` keeps platforms
         apart (``twilio``, ``retell``, ``layercode``).
         """
-        digest = hashlib.sha256(f"{kind}\0{key}".encode()).hexdigest()[:24]
-        session_id = f"{kind}_{digest}"
+        session_id = keyed_session_id(kind, key)
         async with self._locks.hold(session_id):
-            runtime = self._live.get(session_id)
-            if runtime is not None and runtime.stopping:
-                await runtime.stopped()
-                runtime = None
+            runtime = await self._running(session_id)
             if runtime is not None:
                 return runtime
             stored = await self._store.get(session_id)
@@ -152,6 +149,26 @@ class SessionManager:
             replay = ReplayLog(self._config.replay_capacity)
             return self._run(session, meta.token_hash, replay, kind)
 
+    async def attach_keyed(
+        self,
+        kind: str,
+        key: str,
+        client: ClientSink,
+        *,
+        before: Callable[[SessionRuntime], None] | None = None,
+    ) -> SessionRuntime:
+        """:meth:`open_keyed`, then attach ``client`` with no ``await`` in between;
+        ``before(runtime)`` runs just before the attach (to prepare the client)."""
+        while True:
+            runtime = await self.open_keyed(kind, key)
+            if before is not None:
+                before(runtime)
+            try:
+                runtime.attach(client, resume_token="", last_seq=None)
+            except RuntimeStopped:
+                continue  # it stopped between the two: open it afresh
+            return runtime
+
     def ephemeral(self, store: SessionStore) -> SessionRuntime:
         """A session that lives for one request only (stateless platforms), kept in
         ``store`` (a fresh ``MemoryStore``) and never listed."""
@@ -161,35 +178,50 @@ class SessionManager:
             token_hash="",
             provider=self._provider,
             store=store,
-            tasks=self._tasks,
             clock=self._clock,
             replay=ReplayLog(self._config.replay_capacity),
             grace_s=0.0,
             on_stopped=lambda _: None,
             policy=self._config.provider,
+            store_policy=self._config.store,
         )
         return runtime
 
     async def resume(
-        self, session_id: str, token: str, *, principal: str | None = None
+        self,
+        session_id: str,
+        token: str,
+        client: ClientSink,
+        *,
+        last_seq: int,
+        principal: str | None = None,
     ) -> SessionRuntime:
-        """The session's runtime, live or brought back from the store.
+        """The session's runtime, live or brought back from the store, with
+        ``client`` attached (the replay after ``last_seq`` follows ``session.ready``).
 
-        Raises :class:`ResumeRefused` for an unknown session, a wrong token, or a
-        session of another principal (reported as unknown, so ids do not leak).
+        Raises :class:`ResumeRefused` for an unknown session, a wrong token, a
+        session of another principal (reported as unknown, so ids do not leak),
+        or a session that has ended (4410).
         """
         async with self._locks.hold(session_id):
-            runtime = self._live.get(session_id)
-            if runtime is not None and runtime.stopping:
-                await runtime.stopped()
-                runtime = None
+            runtime = await self._running(session_id)
             if runtime is not None:
                 if principal is not None and runtime.principal != principal:
                     raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
                 if not token_matches(token, runtime.token_hash):
                     raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
-                return runtime
-            return await self._restore(session_id, token, principal)
+            else:
+                runtime = await self._restore(session_id, token, principal)
+            runtime.attach(client, resume_token=token, last_seq=last_seq)
+            return runtime
+
+    async def _running(self, session_id: str) -> SessionRuntime | None:
+        """The live runtime of ``session_id``; one that is stopping is waited for."""
+        runtime = self._live.get(session_id)
+        if runtime is not None and runtime.stopping:
+            await runtime.stopped()
+            return None
+        return runtime
 
     async def _restore(self, session_id: str, token: str, principal: str | None) -> SessionRuntime:
         stored = await self._store.get(session_id)
@@ -206,6 +238,13 @@ class SessionManager:
         except StateError as exc:
             log.error("cannot restore session=%s: %s", session_id, exc)
             raise ResumeRefused(CloseCode.INTERNAL_ERROR, "the session cannot be restored") from exc
+        if state.ended:
+            raise ResumeRefused(CloseCode.SESSION_ENDED, "the session has ended")
+        # Touch it, then check it is still there: an expiry that ran before the touch
+        # deleted it (refused below); one after it sees it fresh and keeps it.
+        await self._store.commit(session_id, updated_at=self._clock())
+        if await self._store.get(session_id) is None:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         first = await self._store.first_seq(session_id)
         events = await self._store.read_events(session_id, 0 if first is None else first - 1)
         replay = ReplayLog(self._config.replay_capacity, events)
@@ -240,12 +279,12 @@ class SessionManager:
             principal=principal,
             provider=self._provider,
             store=self._store,
-            tasks=self._tasks,
             clock=self._clock,
             replay=replay,
             grace_s=self._config.grace_s,
             on_stopped=self._stopped,
             policy=self._config.provider,
+            store_policy=self._config.store,
         )
         self._live[session.id] = runtime
         return runtime
@@ -257,26 +296,58 @@ class SessionManager:
     async def delete(self, session_id: str, *, principal: str | None = None) -> bool:
         """End a session (its client gets ``session.ended``) and remove it from the
         store; ``False`` if unknown (or another principal's)."""
-        if principal is not None:
-            stored = await self._store.get(session_id)
-            if stored is None or stored.meta.principal != principal:
-                return False
-        runtime = self._live.get(session_id)
-        if runtime is not None and not runtime.stopping:
-            runtime.terminate("the session was deleted")
-            await runtime.stopped()
-        return await self._store.delete(session_id)
+        async with self._locks.hold(session_id):
+            if principal is not None:
+                stored = await self._store.get(session_id)
+                if stored is None or stored.meta.principal != principal:
+                    return False
+            runtime = self._live.get(session_id)
+            if runtime is not None:
+                runtime.terminate("the session was deleted")
+                await runtime.stopped()
+            return await self._store.delete(session_id)
 
     async def sweep(self, ttl_s: float) -> list[str]:
-        """Expire stored sessions idle for longer than ``ttl_s``; live ones are kept."""
+        """Expire stored sessions idle for longer than ``ttl_s``; live ones are kept
+        (and one the store expired anyway is ended, so nothing runs without rows)."""
         now = self._clock()
         for session_id, runtime in list(self._live.items()):
             if not runtime.stopping:
                 await self._store.commit(session_id, updated_at=now)
         expired = await self._store.expire(now - ttl_s)
+        for session_id in expired:
+            async with self._locks.hold(session_id):
+                gone = self._live.get(session_id)
+                if gone is not None:
+                    gone.terminate("the session expired")
+                    await gone.stopped()
         if expired:
             log.info("expired %d idle session(s)", len(expired))
         return expired
+
+    async def recover(self) -> int:
+        """End the turns a crash left ``streaming`` in the store (``failed``, with a
+        reason), so the HTTP API shows them for what they are; returns how many
+        sessions were recovered. Only for a store this process alone writes."""
+        recovered = 0
+        for session_id in await self._store.streaming_sessions():
+            async with self._locks.hold(session_id):
+                if session_id in self._live:
+                    continue
+                stored = await self._store.get(session_id)
+                if stored is None:
+                    continue
+                try:
+                    runtime = await self._restore_stored(stored)
+                except ResumeRefused as refused:
+                    log.warning("cannot recover session=%s: %s", session_id, refused.reason)
+                    continue
+                runtime.stop("recovered after a restart")
+                await runtime.stopped()
+                recovered += 1
+        if recovered:
+            log.warning("recovered %d session(s) whose turn a restart cut", recovered)
+        return recovered
 
     async def drain(self, timeout_s: float, *, reconnect_ms: int) -> None:
         """Graceful shutdown of every live session, all at once, within ``timeout_s``."""
@@ -317,6 +388,12 @@ class _KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+
+def keyed_session_id(kind: str, key: str) -> str:
+    """The session id of a platform's call ``key`` (stable across processes)."""
+    digest = hashlib.sha256(f"{kind}\0{key}".encode()).hexdigest()[:24]
+    return f"{kind}_{digest}"
 
 
 def _tts_text(data: str) -> str:

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
         "sqlite:///voice-gateway.db"
     )
     resume_grace_s: Annotated[float, Field(ge=0, validation_alias="GATEWAY_RESUME_GRACE_S")] = 30.0
+    store_retry_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_STORE_RETRY_S")] = 10.0
     instance_ttl_s: Annotated[
         float, Field(gt=0, le=60, validation_alias="GATEWAY_INSTANCE_TTL_S")
     ] = 3.0

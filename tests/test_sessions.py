@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from gateway.core.codes import CloseCode
+from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.providers.offline import OfflineProvider
 from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, hash_token
 from gateway.stores.memory import MemoryStore
 
 
-def make_manager(
-    store: MemoryStore, tasks: asyncio.TaskGroup, clock: Callable[[], float] = time.time
-) -> SessionManager:
+def make_manager(store: MemoryStore, clock: Callable[[], float] = time.time) -> SessionManager:
     return SessionManager(
         provider=OfflineProvider(token_delay_s=0),
         store=store,
         config=ManagerConfig(SessionConfig(provider="offline", model="m")),
-        tasks=tasks,
         clock=clock,
     )
+
+
+class Sink:
+    """A client that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[LoggedEvent] = []
+        self.closed_with: int | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_with is not None
+
+    def deliver(self, frame: LoggedEvent, event: object = None) -> None:
+        if not self.closed:
+            self.frames.append(frame)
+
+    def replay(self, frames: Sequence[LoggedEvent]) -> None:
+        if not self.closed:
+            self.frames.extend(frames)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = self.closed_with or code
+
+    def abort(self, code: int, reason: str) -> None:
+        self.close(code, reason)
 
 
 class Clock:
@@ -37,51 +60,48 @@ class Clock:
 
 async def test_sweep_expires_idle_sessions_but_keeps_live_ones() -> None:
     store, clock = MemoryStore(), Clock()
-    async with asyncio.TaskGroup() as tasks:
-        manager = make_manager(store, tasks, clock)
-        idle_id, _, _ = await manager.create()
-        live, _ = await manager.start()
-        clock.now += 3600
-        fresh_id, _, _ = await manager.create()
-        expired = await manager.sweep(ttl_s=600)
-        remaining = {s.session_id for s in await store.list_sessions(limit=10)}
-        await manager.shutdown()
+    manager = make_manager(store, clock)
+    idle_id, _, _ = await manager.create()
+    live, _ = await manager.start(Sink())
+    clock.now += 3600
+    fresh_id, _, _ = await manager.create()
+    expired = await manager.sweep(ttl_s=600)
+    remaining = {s.session_id for s in await store.list_sessions(limit=10)}
+    await manager.shutdown()
     assert expired == [idle_id]
     assert remaining == {live.session.id, fresh_id}
 
 
 async def test_resume_checks_the_token_against_its_hash() -> None:
     store = MemoryStore()
-    async with asyncio.TaskGroup() as tasks:
-        manager = make_manager(store, tasks)
-        session_id, token, _ = await manager.create()
-        stored = await store.get(session_id)
-        assert stored is not None
-        assert stored.meta.token_hash == hash_token(token)
-        assert token not in stored.meta.token_hash
-        with pytest.raises(ResumeRefused) as refused:
-            await manager.resume(session_id, token + "x")
-        runtime = await manager.resume(session_id, token)
-        again = await manager.resume(session_id, token)
-        await manager.shutdown()
+    manager = make_manager(store)
+    session_id, token, _ = await manager.create()
+    stored = await store.get(session_id)
+    assert stored is not None
+    assert stored.meta.token_hash == hash_token(token)
+    assert token not in stored.meta.token_hash
+    with pytest.raises(ResumeRefused) as refused:
+        await manager.resume(session_id, token + "x", Sink(), last_seq=0)
+    runtime = await manager.resume(session_id, token, Sink(), last_seq=0)
+    again = await manager.resume(session_id, token, Sink(), last_seq=0)
+    await manager.shutdown()
     assert refused.value.code == CloseCode.BAD_RESUME_TOKEN
     assert again is runtime
 
 
 async def test_keyed_sessions_are_stable_per_platform_key() -> None:
     store = MemoryStore()
-    async with asyncio.TaskGroup() as tasks:
-        manager = make_manager(store, tasks)
-        first = await manager.open_keyed("twilio", "CA123")
-        same = await manager.open_keyed("twilio", "CA123")
-        other = await manager.open_keyed("retell", "CA123")
-        first.stop()
-        await first.stopped()
-        restored = await manager.open_keyed("twilio", "CA123")
-        ephemeral = manager.ephemeral(MemoryStore())
-        ephemeral.stop()
-        await ephemeral.stopped()
-        await manager.shutdown()
+    manager = make_manager(store)
+    first = await manager.open_keyed("twilio", "CA123")
+    same = await manager.open_keyed("twilio", "CA123")
+    other = await manager.open_keyed("retell", "CA123")
+    first.stop()
+    await first.stopped()
+    restored = await manager.open_keyed("twilio", "CA123")
+    ephemeral = manager.ephemeral(MemoryStore())
+    ephemeral.stop()
+    await ephemeral.stopped()
+    await manager.shutdown()
     assert same is first
     assert other.session.id != first.session.id
     assert first.session.id.startswith("twilio_")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -164,6 +164,9 @@ class TurnFollower:
     def deliver(self, frame: LoggedEvent, event: ServerEvent | None = None) -> None:
         if not self._closed and event is not None:
             self._queue.put_nowait(event)
+
+    def replay(self, frames: Sequence[LoggedEvent]) -> None:
+        """Never asked for: a follower attaches fresh, with no ``last_seq``."""
 
     def close(self, code: int, reason: str) -> None:
         if not self._closed:

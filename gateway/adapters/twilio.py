@@ -231,9 +231,10 @@ def routes(settings: Settings) -> list[BaseRoute]:
             dtmf_note=settings.twilio_dtmf_note,
             failure_text=FAILURE_TEXT if english else "",
         )
-        key = await _await_setup(websocket, codec)
-        if key is None:
-            return
-        await serve_keyed(websocket, codec, kind=PLATFORM, key=key, settings=settings)
+
+        async def setup() -> str | None:
+            return await _await_setup(websocket, codec)
+
+        await serve_keyed(websocket, codec, kind=PLATFORM, key=setup, settings=settings)
 
     return [WebSocketRoute("/twilio", endpoint)]

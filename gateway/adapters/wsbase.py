@@ -10,20 +10,19 @@ reconnecting platform simply gets the same session (history and all) again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from gateway.connection import Codec, Connection, InputLimits
 from gateway.core.codes import CloseCode
 from gateway.deps import manager_of
 from gateway.runtime import SessionRuntime
-from gateway.sessions import ResumeRefused
+from gateway.serving import serve_socket
 from gateway.settings import Settings
-from gateway.stores.base import StoreError
 
 log = logging.getLogger("gateway.adapters")
 
@@ -86,56 +85,46 @@ def _no_opening(runtime: SessionRuntime) -> Sequence[str]:
     return ()
 
 
+def platform_limits(settings: Settings) -> InputLimits:
+    """What a platform connection may send.
+
+    Platforms are signed peers that may stream partial prompts and playback events
+    quickly: a dropped prompt would break the call, so their rate limit is looser
+    than a browser's. The idle timeout is the same as ``/ws``'s.
+    """
+    return InputLimits(
+        rate_per_s=max(settings.rate_per_s, 50),
+        burst=max(settings.rate_burst, 200),
+        idle_timeout_s=settings.idle_timeout_s,
+    )
+
+
 async def serve_keyed(
     websocket: WebSocket,
     codec: Codec,
     *,
     kind: str,
-    key: str,
+    key: str | Callable[[], Awaitable[str | None]],
     settings: Settings,
     opening: Callable[[SessionRuntime], Sequence[str]] = _no_opening,
 ) -> None:
     """Serve an accepted WebSocket on the session the platform calls ``key``.
 
-    ``opening(runtime)`` gives the frames the platform expects first (Retell's
-    config and begin message); they are sent before any session event.
+    ``key`` may be a coroutine function that reads it off the socket first
+    (Twilio's ``setup``; ``None``: the peer left or never said). ``opening(runtime)``
+    gives the frames the platform expects first (Retell's config and begin
+    message); they are sent before any session event.
     """
     manager = manager_of(websocket)
-    try:
-        runtime = await manager.open_keyed(kind, key)
-    except ResumeRefused as refused:
-        log.warning("%s: session cannot be opened code=%s", kind, refused.code)
-        await websocket.close(refused.code, refused.reason)
-        return
-    except StoreError:
-        log.exception("%s: session store failed while opening a session", kind)
-        await websocket.close(CloseCode.INTERNAL_ERROR, "session store unavailable")
-        return
-    session_id = runtime.session.id
-    connection = Connection(
-        websocket,
-        codec,
-        session_id=session_id,
-        queue_size=settings.send_queue_size,
-        heartbeat_s=settings.heartbeat_s,
-        # Platforms are signed peers that may stream partial prompts and playback
-        # events quickly: a dropped prompt would break the call, so their rate
-        # limit is looser than a browser's.
-        limits=InputLimits(
-            rate_per_s=max(settings.rate_per_s, 50),
-            burst=max(settings.rate_burst, 200),
-            idle_timeout_s=settings.idle_timeout_s,
-        ),
+
+    async def opener(connection: Connection) -> SessionRuntime | None:
+        name = key if isinstance(key, str) else await key()
+        if name is None:
+            return None
+        return await manager.attach_keyed(
+            kind, name, connection, before=lambda runtime: connection.prepend(opening(runtime))
+        )
+
+    await serve_socket(
+        websocket, codec, opener, settings=settings, route=kind, limits=platform_limits(settings)
     )
-    try:
-        for text in opening(runtime):
-            await websocket.send_text(text)
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        log.info("%s: client left during the opening session=%s", kind, session_id)
-        runtime.detach(connection)  # never attached: starts the grace period instead
-        return
-    log.info("%s connection open session=%s", kind, session_id)
-    try:
-        await connection.serve(runtime, resume_token="", last_seq=None)
-    finally:
-        log.info("%s connection closed session=%s code=%s", kind, session_id, connection.close_code)

@@ -155,6 +155,7 @@ class Session:
             else OpenTurn(turn.id, turn.in_reply_to, turn.user_text, turn.started_at),
             last_reply=self._last_reply,
             client_acks=self._client_acks,
+            ended=self.closed,
         )
 
     @classmethod
@@ -184,6 +185,7 @@ class Session:
         session._seen = dict(state.seen_ids)
         session._last_reply = state.last_reply
         session._client_acks = state.client_acks
+        session.closed = state.ended
         if state.open_turn is not None:
             open_turn = state.open_turn
             turn = _Turn(
@@ -377,8 +379,9 @@ class Session:
         if self._turn is not None:
             self._end_turn(self._turn, "interrupted", now, reason="session ended")
         self._send(SessionEnded(session_id=self.id, seq=self._next_seq(), reason=reason))
-        self._effects.append(Close(close_code, reason))
         self.closed = True
+        self._effects.append(SaveState())
+        self._effects.append(Close(close_code, reason))
 
     def abandon(self, reason: str, now: float) -> None:
         """The client did not come back: stop generating for nobody.

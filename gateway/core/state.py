@@ -12,6 +12,9 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.core.history import Message
+from gateway.errors import StateError
+
+__all__ = ["LastReply", "OpenTurn", "SessionState", "StateError", "decode_state", "encode_state"]
 
 STATE_VERSION = 1
 
@@ -51,13 +54,11 @@ class SessionState:
     open_turn: OpenTurn | None
     last_reply: LastReply | None
     client_acks: bool
+    #: The session ended (``session.end``, or deleted): it can never resume.
+    ended: bool = False
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)
-
-
-class StateError(ValueError):
-    """A stored snapshot cannot be read (unknown version, corrupt data)."""
 
 
 def encode_state(state: SessionState) -> bytes:

@@ -14,30 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from gateway.core.history import GenerationRequest
+from gateway.errors import ProviderError
 
-
-class ProviderError(Exception):
-    """A provider call failed.
-
-    ``code`` is a stable machine-readable name (``rate_limited``, ``unavailable``,
-    ``bad_request``, ``auth_failed``, ``timeout``, ``connection_lost``,
-    ``bad_response``, ``provider_error``); ``retryable`` says whether the same
-    request may succeed if sent again; ``status`` is the HTTP status when there was one.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str = "provider_error",
-        retryable: bool = False,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.retryable = retryable
-        self.status = status
+__all__ = ["LLMProvider", "ProviderError"]
 
 
 class LLMProvider(Protocol):

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent
+from gateway.errors import Fenced, StoreError, StoreLocked
 
 #: One server event as it was sent: native JSON text, with its ``seq``.
 StoredEvent = LoggedEvent
@@ -29,22 +30,11 @@ __all__ = [
     "SessionMeta",
     "SessionStore",
     "StoreError",
+    "StoreLocked",
     "StoredEvent",
     "StoredSession",
     "TurnRecord",
 ]
-
-
-class StoreError(Exception):
-    """The store failed (unreachable, corrupt, full)."""
-
-
-class Fenced(StoreError):
-    """A commit carried a lease that is no longer the session's: another instance owns it.
-
-    Nothing of the commit was written; the writer must stop at once and deliver
-    nothing more of the session (see :mod:`gateway.cluster`).
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +117,11 @@ class SessionStore(Protocol):
     async def expire(self, idle_before: float) -> list[str]:
         """Delete every session whose ``updated_at`` is older than ``idle_before``;
         returns their ids."""
+        ...
+
+    async def streaming_sessions(self) -> list[str]:
+        """Ids of the sessions with a turn still ``streaming`` (left open by a crash
+        when no process runs them)."""
         ...
 
     async def ping(self) -> None:

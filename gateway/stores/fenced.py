@@ -83,6 +83,9 @@ class FencedStore:
     async def expire(self, idle_before: float) -> list[str]:
         return await self._store.expire(idle_before)
 
+    async def streaming_sessions(self) -> list[str]:
+        return await self._store.streaming_sessions()
+
     async def ping(self) -> None:
         await self._store.ping()
 

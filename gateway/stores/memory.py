@@ -157,6 +157,14 @@ class MemoryStore:
             del self._sessions[session_id]
         return idle
 
+    async def streaming_sessions(self) -> list[str]:
+        self._check_open()
+        return [
+            session_id
+            for session_id, entry in self._sessions.items()
+            if any(turn.status in (None, "streaming") for turn in entry.turns.values())
+        ]
+
     async def ping(self) -> None:
         self._check_open()
 

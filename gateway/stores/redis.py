@@ -18,6 +18,8 @@ key                 type    holds
 ``vg:idx:created``  ZSET    every session by ``created_at`` (``list_sessions``)
 ``vg:idx:p:<who>``  ZSET    one principal's sessions by ``created_at``
 ``vg:idx:updated``  ZSET    every session by ``updated_at`` (``expire``)
+``vg:{sid}:o``      SET     the session's turns still streaming
+``vg:idx:streaming`` SET    sessions with a turn still streaming (crash recovery)
 ==================  ======  ==========================================================
 
 A commit is one Lua script, so it is exactly as atomic as the SQLite transaction: it
@@ -80,12 +82,12 @@ def mask_url(url: str) -> str:
     return _PASSWORD.sub("***@", url, count=1)
 
 
-# KEYS: meta, events, turns, idx_updated
+# KEYS: meta, events, turns, idx_updated, open turns, idx_streaming
 # ARGV: session_id, owner, fence, maxlen, ttl_ms, updated_at ('' = keep), has_state,
 #       state, n_events, then 5 per event (seq, type, has_turn, turn_id, data),
-#       then n_turns, then 2 per turn (turn_id, json)
+#       then n_turns, then 3 per turn (turn_id, json, '1' if it streams)
 COMMIT_LUA = r"""
-local meta, ev, turns, idx = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, ev, turns, idx, open, streaming = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 if redis.call('EXISTS', meta) == 0 then return 0 end
 local cur = redis.call('HMGET', meta, 'owner', 'fence', 'last_seq')
 local owner = cur[1] or ''
@@ -130,7 +132,12 @@ end
 local j = 10 + 5 * n
 local nt = tonumber(ARGV[j])
 for k = 0, nt - 1 do
-  local id, body = ARGV[j + 1 + 2 * k], ARGV[j + 2 + 2 * k]
+  local id, body = ARGV[j + 1 + 3 * k], ARGV[j + 2 + 3 * k]
+  if ARGV[j + 3 + 3 * k] == '1' then
+    redis.call('SADD', open, id)
+  else
+    redis.call('SREM', open, id)
+  end
   local old = redis.call('HGET', turns, id)
   local ordinal
   if old then
@@ -149,11 +156,19 @@ end
 local ttl = tonumber(ARGV[5])
 redis.call('PEXPIRE', meta, ttl)
 if n > 0 or redis.call('EXISTS', ev) == 1 then redis.call('PEXPIRE', ev, ttl) end
-if nt > 0 then redis.call('PEXPIRE', turns, ttl) end
+if nt > 0 then
+  redis.call('PEXPIRE', turns, ttl)
+  if redis.call('SCARD', open) > 0 then
+    redis.call('PEXPIRE', open, ttl)
+    redis.call('SADD', streaming, ARGV[1])
+  else
+    redis.call('SREM', streaming, ARGV[1])
+  end
+end
 return last + n
 """
 
-# KEYS: meta, events, turns, inbox, idx_created, idx_updated
+# KEYS: meta, events, turns, inbox, idx_created, idx_updated, open turns, idx_streaming
 # ARGV: session_id, idle_before ('' = unconditional), principal index prefix
 # Returns 1 if deleted, 0 if unknown (or, with idle_before, no longer idle).
 DELETE_LUA = r"""
@@ -165,7 +180,8 @@ if not vals[1] then
   return 0
 end
 if ARGV[2] ~= '' and tonumber(vals[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', meta, KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', meta, KEYS[2], KEYS[3], KEYS[4], KEYS[7])
+redis.call('SREM', KEYS[8], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 if vals[2] then redis.call('ZREM', ARGV[3] .. vals[2], ARGV[1]) end
@@ -198,6 +214,13 @@ def key(session_id: str, kind: str) -> str:
 _IDX_CREATED = f"{PREFIX}:idx:created"
 _IDX_UPDATED = f"{PREFIX}:idx:updated"
 _IDX_PRINCIPAL = f"{PREFIX}:idx:p:"
+_IDX_STREAMING = f"{PREFIX}:idx:streaming"
+#: ``INSTANCE_KEY + iid`` exists while that instance is alive (see redis_cluster).
+INSTANCE_KEY = f"{PREFIX}:inst:"
+
+
+def _streams(turn: TurnRecord) -> bool:
+    return turn.status in (None, "streaming")
 
 
 def decode_events(entries: list[Any]) -> list[StoredEvent]:
@@ -376,8 +399,15 @@ class RedisStore:
             args += [e.seq, e.type, "1" if has_turn else "0", e.turn_id or "", e.data]
         args.append(len(turns))
         for t in turns:
-            args += [t.turn_id, orjson.dumps(asdict(t))]
-        keys = [key(session_id, "m"), key(session_id, "e"), key(session_id, "t"), _IDX_UPDATED]
+            args += [t.turn_id, orjson.dumps(asdict(t)), "1" if _streams(t) else "0"]
+        keys = [
+            key(session_id, "m"),
+            key(session_id, "e"),
+            key(session_id, "t"),
+            _IDX_UPDATED,
+            key(session_id, "o"),
+            _IDX_STREAMING,
+        ]
         try:
             await self._commit(keys=keys, args=args, client=self.client)
         except ResponseError as e:
@@ -497,6 +527,8 @@ class RedisStore:
             key(session_id, "i"),
             _IDX_CREATED,
             _IDX_UPDATED,
+            key(session_id, "o"),
+            _IDX_STREAMING,
         ]
         args = [session_id, "" if idle_before is None else repr(idle_before), _IDX_PRINCIPAL]
         return bool(await self._delete(keys=keys, args=args, client=self.client))
@@ -520,6 +552,29 @@ class RedisStore:
         except RedisError as e:
             raise self._error(e) from e
         return expired
+
+    async def streaming_sessions(self) -> list[str]:
+        """Sessions with a turn still streaming whose owner is gone (none, or an
+        instance whose liveness expired): what a crash left open. Sessions a live
+        instance runs are not listed."""
+        try:
+            members: list[bytes] = await self.client.smembers(_IDX_STREAMING)  # type: ignore[assignment]
+            ids = sorted(m.decode() for m in members)
+            if not ids:
+                return []
+            async with self.client.pipeline(transaction=False) as pipe:
+                for sid in ids:
+                    pipe.hmget(key(sid, "m"), ["token_hash", "owner"])
+                rows = cast(list[list[Any]], await pipe.execute())
+            orphaned: list[str] = []
+            for sid, (token_hash, owner) in zip(ids, rows, strict=True):
+                if token_hash is None:
+                    await self.client.srem(_IDX_STREAMING, sid)
+                elif not owner or not await self.client.exists(INSTANCE_KEY + owner.decode()):
+                    orphaned.append(sid)
+        except RedisError as e:
+            raise self._error(e) from e
+        return orphaned
 
     async def ping(self) -> None:
         try:

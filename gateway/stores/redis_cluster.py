@@ -46,14 +46,14 @@ from gateway.cluster import (
 )
 from gateway.stores.base import SessionStore, StoredEvent, StoreError
 from gateway.stores.fenced import FencedStore
-from gateway.stores.redis import PREFIX, RedisStore, decode_events, key
+from gateway.stores.redis import INSTANCE_KEY, PREFIX, RedisStore, decode_events, key
 
 log = logging.getLogger("gateway.cluster")
 
 DEFAULT_INSTANCE_TTL_S = 3.0
 INBOX_MAXLEN = 256
 CTL_MAXLEN = 1024
-_INST = f"{PREFIX}:inst:"
+_INST = INSTANCE_KEY
 _CTL = f"{PREFIX}:ctl:"
 
 # KEYS: meta; ARGV: me, liveness key prefix

@@ -9,11 +9,20 @@ being killed; only an OS crash or power loss can drop the last few.
 Each :meth:`SqliteStore.commit` is one transaction (events, turns, state and
 ``updated_at`` together). ``sqlite3`` errors come out as
 :class:`~gateway.stores.base.StoreError`.
+
+**One gateway process per file.** Two processes on one file would each hand out
+the same ``seq`` numbers and deliver events the other never stored, so
+:meth:`SqliteStore.open` takes an exclusive ``flock`` on ``<file>.lock`` (freed
+by the OS when the process dies, even by SIGKILL) and refuses with
+:class:`~gateway.errors.StoreLocked` when another process holds it. Several
+processes need the Redis store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +36,7 @@ from gateway.stores.base import (
     StoredEvent,
     StoredSession,
     StoreError,
+    StoreLocked,
     TurnRecord,
     check_batch,
 )
@@ -214,6 +224,7 @@ class SqliteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._lock_fd: int | None = None
         self._lifecycle = asyncio.Lock()  # open and aclose run one at a time
 
     @property
@@ -231,6 +242,8 @@ class SqliteStore:
             raise StoreError("SQLite store is closed")
         if self._executor is not None:
             return
+        if self._path != MEMORY_PATH:
+            self._lock_fd = _lock_file(self._path)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         connecting = executor.submit(_connect, self._path)
         try:
@@ -240,6 +253,7 @@ class SqliteStore:
             executor.submit(_discard, connecting)
             # After an error _connect is over and the join is immediate; not so if cancelled.
             executor.shutdown(wait=isinstance(e, Exception))
+            self._unlock()
             if isinstance(e, sqlite3.Error | OSError | StoreError):
                 raise StoreError(f"cannot open SQLite store at {self._path!r}: {e}") from e
             raise
@@ -257,6 +271,7 @@ class SqliteStore:
         executor, self._executor = self._executor, None
         conn, self._conn = self._conn, None
         if executor is None or conn is None:
+            self._unlock()
             return
         # Queued behind every call already made, so those finish first; shielded so a
         # cancelled aclose still closes the connection.
@@ -267,6 +282,12 @@ class SqliteStore:
             executor.shutdown(wait=False)
             raise
         executor.shutdown(wait=True)  # the worker is idle: joining it is immediate
+        self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn(connection)`` on the worker thread."""
@@ -344,6 +365,9 @@ class SqliteStore:
 
     async def expire(self, idle_before: float) -> list[str]:
         return await self._run(partial(_expire, idle_before=idle_before))
+
+    async def streaming_sessions(self) -> list[str]:
+        return await self._run(_streaming_sessions)
 
     async def ping(self) -> None:
         await self._run(_ping)
@@ -489,6 +513,34 @@ def _expire(conn: sqlite3.Connection, *, idle_before: float) -> list[str]:
         ).fetchall()
         if rows:
             conn.execute("DELETE FROM sessions WHERE updated_at < ?", (idle_before,))
+    return [row[0] for row in rows]
+
+
+def _lock_file(path: str) -> int:
+    """Hold ``<path>.lock`` exclusively for this process; ``StoreLocked`` if taken."""
+    lock_path = f"{path}.lock"
+    try:
+        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StoreError(f"cannot open SQLite store at {path!r}: its lock file: {e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise StoreLocked(
+            f"another gateway process is using the SQLite store {os.path.abspath(path)!r} "
+            "(SQLite allows one gateway process per file). Stop it, give this process its "
+            "own file, or use the Redis store (GATEWAY_STORE=redis://...) to run several "
+            "processes."
+        ) from e
+    return fd
+
+
+def _streaming_sessions(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT session_id FROM turns WHERE status IS NULL OR status = 'streaming'"
+    ).fetchall()
     return [row[0] for row in rows]
 
 

@@ -160,3 +160,14 @@ def test_urls() -> None:
     assert mask_url("redis://h:1/0") == "redis://h:1/0"
     assert describe("sqlite:///a.db") == "sqlite:///a.db"
     assert store_from_url("redis://:s3cret@h:1/0").url == "redis://***@h:1/0"  # type: ignore[attr-defined]
+
+
+async def test_streaming_sessions_leave_out_those_a_live_instance_runs(rstore: RedisStore) -> None:
+    for sid in ("orphan", "running", "dead-owner"):
+        await rstore.create(meta(sid), b"")
+        await rstore.commit(sid, turns=[turn("t1", session_id=sid)])
+    await _lease(rstore, "running", "alive", 1)
+    await _lease(rstore, "dead-owner", "dead", 1)
+    await rstore.client.set("vg:inst:alive", b"1", px=5000)
+
+    assert await rstore.streaming_sessions() == ["dead-owner", "orphan"]

@@ -43,13 +43,18 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start a gateway with settings given by their environment names, e.g. GATEWAY_LANGUAGE.
 
-    Sessions go to a real SQLite file in the test's temporary directory unless
-    GATEWAY_STORE says otherwise.
+    Sessions go to a real SQLite file in the test's temporary directory, one file
+    per gateway (SQLite allows one gateway per file), unless GATEWAY_STORE says
+    otherwise.
     """
     with ExitStack() as stack:
+        started = 0
 
         def start(**env: Any) -> RunningServer:
-            env.setdefault("GATEWAY_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
+            nonlocal started
+            started += 1
+            name = "sessions.db" if started == 1 else f"sessions-{started}.db"
+            env.setdefault("GATEWAY_STORE", f"sqlite:///{tmp_path / name}")
             settings = Settings(_env_file=None, **env)
             app = create_app(settings)
             return stack.enter_context(running(app, **uvicorn_options(settings)))

@@ -1,0 +1,205 @@
+"""Stored, then sent: the write path of one session.
+
+Everything a session runtime sends goes through one :class:`Pipeline`, in order:
+session events (:class:`Outgoing`) and markers (an attach, a close, a
+connection event). The pipeline commits what accumulated (events, turn records,
+the state snapshot) in one store transaction, and only then hands the batch, in
+order, to its ``dispatch`` callback, which delivers it. A marker is dispatched
+after everything pushed before it is stored.
+
+While the store fails, **nothing unstored is dispatched**: the commit is retried
+with jittered exponential back-off. Memory stays bounded: :meth:`Pipeline.room`
+makes a producer (the provider stream) wait while more than ``max_backlog``
+events are unstored. Past ``retry_budget_s`` without a successful commit the
+pipeline gives up with :class:`StoreUnavailable`; the runtime then closes its
+client (1011) and drops the unstored batch, and the session resumes from what
+the store holds once the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.core.events import ServerEvent
+from gateway.core.records import TurnRecord
+from gateway.core.replay import LoggedEvent
+from gateway.errors import StoreError
+from gateway.stores.base import SessionStore
+
+log = logging.getLogger("gateway.pipeline")
+
+
+class StoreUnavailable(StoreError):
+    """The store did not take a commit within the retry budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorePolicy:
+    """How long and how often a failed commit is retried, and how much may wait."""
+
+    retry_budget_s: float = 10.0
+    backoff_s: float = 0.05
+    backoff_max_s: float = 1.0
+    max_backlog: int = 512
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter back-off before retry ``attempt`` (1-based)."""
+        return rng.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A session event: stored, then delivered."""
+
+    logged: LoggedEvent
+    event: ServerEvent
+
+
+class Pipeline:
+    """The ordered store-then-dispatch queue of one session."""
+
+    def __init__(
+        self,
+        session_id: str,
+        store: SessionStore,
+        *,
+        snapshot: Callable[[], bytes],
+        dispatch: Callable[[object], None],
+        clock: Callable[[], float],
+        trim_to: int,
+        policy: StorePolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._id = session_id
+        self._store = store
+        self._snapshot = snapshot
+        self._dispatch = dispatch
+        self._clock = clock
+        self._trim_to = trim_to
+        self._policy = policy or StorePolicy()
+        self._random = rng or random.Random()
+        self._items: list[object] = []
+        self._turns: dict[str, TurnRecord] = {}
+        self._state_dirty = False
+        self._unstored = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._finishing = False
+
+    @property
+    def backlog(self) -> int:
+        """Session events pushed and not yet stored."""
+        return self._unstored
+
+    def push(self, item: object) -> None:
+        """Queue an :class:`Outgoing` event or a marker for dispatch after storing."""
+        self._items.append(item)
+        if isinstance(item, Outgoing):
+            self._unstored += 1
+            if self._unstored > self._policy.max_backlog:
+                self._room.clear()
+        self._wake.set()
+
+    def save_turn(self, record: TurnRecord) -> None:
+        """Store this turn record with the next commit (the newest one wins)."""
+        self._turns[record.turn_id] = record
+        self._wake.set()
+
+    def mark_state(self) -> None:
+        """Store a fresh state snapshot with the next commit."""
+        self._state_dirty = True
+        self._wake.set()
+
+    async def room(self) -> None:
+        """Wait until the unstored backlog is within bounds."""
+        await self._room.wait()
+
+    def finish(self) -> None:
+        """End :meth:`run` once everything pushed so far is stored and dispatched."""
+        self._finishing = True
+        self._wake.set()
+
+    def discard(self) -> None:
+        """Drop everything not yet stored (the runtime gave up on this session)."""
+        self._items.clear()
+        self._turns.clear()
+        self._state_dirty = False
+        self._unstored = 0
+        self._room.set()
+
+    def _has_work(self) -> bool:
+        return bool(self._items or self._turns or self._state_dirty)
+
+    async def run(self) -> None:
+        """Store and dispatch until :meth:`finish`; raises :class:`StoreUnavailable`."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._has_work():
+                await self._flush_once()
+            if self._finishing:
+                return
+
+    async def _flush_once(self) -> None:
+        # The batch and the snapshot are taken in one step, so the stored state
+        # always matches the stored events.
+        batch, self._items = self._items, []
+        turns, self._turns = list(self._turns.values()), {}
+        state = self._snapshot() if self._state_dirty else None
+        self._state_dirty = False
+        events = [item.logged for item in batch if isinstance(item, Outgoing)]
+        if events or turns or state is not None:
+            await self._commit(events, turns, state)
+        self._unstored -= len(events)
+        if self._unstored <= self._policy.max_backlog:
+            self._room.set()
+        if any(event.type == "response.end" for event in events):
+            await self._trim()
+        for item in batch:
+            self._dispatch(item)
+
+    async def _commit(
+        self, events: list[LoggedEvent], turns: list[TurnRecord], state: bytes | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        policy = self._policy
+        deadline = loop.time() + policy.retry_budget_s
+        attempt = 0
+        while True:
+            try:
+                await self._store.commit(
+                    self._id, events=events, turns=turns, state=state, updated_at=self._clock()
+                )
+            except StoreError as exc:
+                attempt += 1
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise StoreUnavailable(
+                        f"the store took no commit for {policy.retry_budget_s:g} s: {exc}"
+                    ) from exc
+                if attempt == 1:
+                    log.warning(
+                        "store commit failed session=%s: %s; %d event(s) wait, not delivered; "
+                        "retrying for up to %g s",
+                        self._id,
+                        exc,
+                        len(events),
+                        policy.retry_budget_s,
+                    )
+                await asyncio.sleep(min(left, policy.backoff(attempt, self._random)))
+                continue
+            if attempt:
+                log.info("store commit succeeded session=%s after %d retries", self._id, attempt)
+            return
+
+    async def _trim(self) -> None:
+        """Keep the stored log as long as the replay log (once per turn)."""
+        try:
+            await self._store.trim_events(self._id, self._trim_to)
+        except StoreError:
+            log.warning("store trim failed session=%s; the next turn trims", self._id)

@@ -1,0 +1,58 @@
+"""Supervised tasks: the failure boundary of one owner (a session runtime).
+
+asyncio's ``TaskGroup`` cancels every sibling when one task fails, which is right
+inside one job and wrong for a whole application: a bug in one session would
+cancel every other. A :class:`TaskSet` belongs to one owner; it keeps a reference
+to every task it starts (nothing is fire-and-forget), reports a task that dies of
+an unexpected exception to the owner's handler, and cancels and awaits what is
+left when the owner closes it. Nothing escapes to a parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger("gateway.tasks")
+
+T = TypeVar("T")
+
+
+class TaskSet:
+    """The tasks of one owner; a failure goes to ``on_error``, never further."""
+
+    def __init__(self, name: str, on_error: Callable[[asyncio.Task[Any], BaseException], None]):
+        self._name = name
+        self._on_error = on_error
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Start ``coro`` as a task of this set."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            try:
+                self._on_error(task, exc)
+            except Exception:  # the handler itself failed: log it, contain it
+                log.exception("%s: error handler failed for task %s", self._name, task.get_name())
+
+    async def aclose(self) -> None:
+        """Cancel every task still running and wait for all of them."""
+        while self._tasks:
+            pending = list(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
