@@ -39,7 +39,7 @@ from gateway.serving import close_quietly, serve_socket
 from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
-from gateway.stores.factory import open_store
+from gateway.stores.factory import cluster_for, is_distributed, open_store
 
 log = logging.getLogger("gateway")
 
@@ -134,7 +134,9 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
-        store = await open_store(settings.store_url)
+        store = await open_store(
+            settings.store_url, ttl_s=settings.session_ttl_s, max_events=settings.replay_capacity
+        )
         log.info("session store: %s", settings.store_url.split("://", 1)[0])
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
@@ -148,25 +150,30 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
                 backoff_s=settings.provider_backoff_s,
             ),
             store=StorePolicy(retry_budget_s=settings.store_retry_s),
+            handover_s=settings.drain_s + settings.instance_ttl_s + 2,
         )
         try:
-            manager = SessionManager(provider=llm, store=store, config=config)
-            if settings.store_url.startswith("sqlite"):
-                # This process alone writes the file (it holds its lock): any turn
-                # still streaming there was cut by a crash.
-                await manager.recover()
-            app.state.manager = manager
-            app.state.store = store
-            app.state.guard = guard
-            sweeper = asyncio.get_running_loop().create_task(
-                _sweep_forever(manager, settings), name="sweeper"
-            )
-            try:
-                yield
-            finally:
-                sweeper.cancel()
-                await asyncio.wait({sweeper})
-                await manager.shutdown()
+            async with cluster_for(store, instance_ttl_s=settings.instance_ttl_s) as cluster:
+                manager = SessionManager(provider=llm, store=store, config=config, cluster=cluster)
+                if settings.store_url.startswith("sqlite") or is_distributed(settings.store_url):
+                    # SQLite: this process alone writes the file (it holds its lock), so
+                    # any turn still streaming was cut by a crash. Redis: only turns
+                    # whose owner instance is dead are listed.
+                    await manager.recover()
+                app.state.manager = manager
+                app.state.store = store
+                app.state.guard = guard
+                loop = asyncio.get_running_loop()
+                background = {loop.create_task(_sweep_forever(manager, settings), name="sweeper")}
+                if cluster.distributed:
+                    background.add(loop.create_task(manager.serve_signals(), name="signals"))
+                try:
+                    yield
+                finally:
+                    for task in background:
+                        task.cancel()
+                    await asyncio.wait(background)
+                    await manager.shutdown()
         finally:
             await store.aclose()
             await llm.aclose()

@@ -25,12 +25,22 @@ from dataclasses import dataclass
 
 import orjson
 
+from gateway.cluster import Cluster, Held
+from gateway.cluster_local import LocalCluster
 from gateway.core.codes import CloseCode
 from gateway.core.replay import ReplayLog
 from gateway.core.session import Session, SessionConfig
 from gateway.core.state import decode_state, encode_state
-from gateway.errors import ResumeRefused, RuntimeStopped, StateError, TooManySessions
+from gateway.errors import (
+    Fenced,
+    ResumeRefused,
+    RuntimeStopped,
+    StateError,
+    StoreError,
+    TooManySessions,
+)
 from gateway.generation import ProviderPolicy
+from gateway.ownership import Ownership
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.runtime import ClientSink, SessionRuntime
@@ -71,6 +81,9 @@ class ManagerConfig:
     grace_s: float = 30.0
     provider: ProviderPolicy = ProviderPolicy()
     store: StorePolicy = StorePolicy()
+    #: How long a resume on this instance waits for the instance that owns the
+    #: session to hand it over (it finishes its streaming turn first) or to die.
+    handover_s: float = 25.0
 
 
 class SessionManager:
@@ -83,6 +96,7 @@ class SessionManager:
         store: SessionStore,
         config: ManagerConfig,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
         self._provider = provider
         self._store = store
@@ -90,6 +104,8 @@ class SessionManager:
         self._clock = clock
         self._live: dict[str, SessionRuntime] = {}
         self._locks = _KeyedLocks()
+        self._cluster: Cluster = cluster or LocalCluster(store)
+        self._placement = Ownership(self._cluster, store, self._live, handover_s=config.handover_s)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -121,6 +137,8 @@ class SessionManager:
     ) -> tuple[SessionRuntime, str]:
         """A new live session with ``client`` attached, and its resume token."""
         session_id, token, _ = await self.create(principal=principal)
+        await self._placement.claim(session_id, client)
+        await self._placement.own(session_id)
         session = Session(session_id, self._config.session)
         replay = ReplayLog(self._config.replay_capacity)
         runtime = self._run(session, hash_token(token), replay, principal)
@@ -146,6 +164,7 @@ class SessionManager:
             session = Session(session_id, self._config.session)
             meta = SessionMeta(session_id, hash_token(new_resume_token()), kind, now, now)
             await self._store.create(meta, encode_state(session.state()))
+            await self._placement.own(session_id)
             replay = ReplayLog(self._config.replay_capacity)
             return self._run(session, meta.token_hash, replay, kind)
 
@@ -211,7 +230,16 @@ class SessionManager:
                 if not token_matches(token, runtime.token_hash):
                     raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
             else:
-                runtime = await self._restore(session_id, token, principal)
+                stored = await self._check(session_id, token, principal)
+            if self._cluster.distributed:
+                # Tell the older socket, on whatever instance, to close (4409).
+                epoch = await self._placement.claim(session_id, client)
+                runtime = await self._running(session_id)
+                if runtime is None:
+                    await self._placement.own(session_id, epoch=epoch)
+                    runtime = await self._restore_owned(session_id)
+            elif runtime is None:
+                runtime = await self._restore_stored(stored)
             runtime.attach(client, resume_token=token, last_seq=last_seq)
             return runtime
 
@@ -223,16 +251,30 @@ class SessionManager:
             return None
         return runtime
 
-    async def _restore(self, session_id: str, token: str, principal: str | None) -> SessionRuntime:
+    async def _check(self, session_id: str, token: str, principal: str | None) -> StoredSession:
         stored = await self._store.get(session_id)
         if stored is None or (principal is not None and stored.meta.principal != principal):
             raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         if not token_matches(token, stored.meta.token_hash):
             raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
-        return await self._restore_stored(stored)
+        return stored
 
-    async def _restore_stored(self, stored: StoredSession) -> SessionRuntime:
+    async def _restore_owned(self, session_id: str) -> SessionRuntime:
+        """Restore a session whose lease this instance just took: from the store as
+        the previous owner left it."""
+        stored = await self._store.get(session_id)
+        if stored is None:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
+        return await self._restore_stored(stored, owned=True)
+
+    async def _restore_stored(
+        self, stored: StoredSession, *, owned: bool = False
+    ) -> SessionRuntime:
         session_id = stored.meta.session_id
+        if not owned:
+            await self._placement.own(session_id)
+            if self._cluster.distributed:
+                return await self._restore_owned(session_id)
         try:
             state = decode_state(stored.state)
         except StateError as exc:
@@ -242,7 +284,7 @@ class SessionManager:
             raise ResumeRefused(CloseCode.SESSION_ENDED, "the session has ended")
         # Touch it, then check it is still there: an expiry that ran before the touch
         # deleted it (refused below); one after it sees it fresh and keeps it.
-        await self._store.commit(session_id, updated_at=self._clock())
+        await self._placement.writer(session_id).commit(session_id, updated_at=self._clock())
         if await self._store.get(session_id) is None:
             raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         first = await self._store.first_seq(session_id)
@@ -278,7 +320,7 @@ class SessionManager:
             token_hash=token_hash,
             principal=principal,
             provider=self._provider,
-            store=self._store,
+            store=self._placement.writer(session.id),
             clock=self._clock,
             replay=replay,
             grace_s=self._config.grace_s,
@@ -292,6 +334,7 @@ class SessionManager:
     def _stopped(self, runtime: SessionRuntime) -> None:
         if self._live.get(runtime.session.id) is runtime:
             del self._live[runtime.session.id]
+            self._placement.release(runtime.session.id)
 
     async def delete(self, session_id: str, *, principal: str | None = None) -> bool:
         """End a session (its client gets ``session.ended``) and remove it from the
@@ -305,6 +348,8 @@ class SessionManager:
             if runtime is not None:
                 runtime.terminate("the session was deleted")
                 await runtime.stopped()
+            elif self._cluster.distributed:
+                await self._placement.tell_deleted(session_id)
             return await self._store.delete(session_id)
 
     async def sweep(self, ttl_s: float) -> list[str]:
@@ -313,7 +358,10 @@ class SessionManager:
         now = self._clock()
         for session_id, runtime in list(self._live.items()):
             if not runtime.stopping:
-                await self._store.commit(session_id, updated_at=now)
+                try:
+                    await self._placement.writer(session_id).commit(session_id, updated_at=now)
+                except Fenced:
+                    continue  # another instance took it over: its runtime finds out
         expired = await self._store.expire(now - ttl_s)
         for session_id in expired:
             async with self._locks.hold(session_id):
@@ -323,12 +371,15 @@ class SessionManager:
                     await gone.stopped()
         if expired:
             log.info("expired %d idle session(s)", len(expired))
+        if self._cluster.distributed:
+            await self.recover()  # turns whose owner died with no client to resume them
         return expired
 
     async def recover(self) -> int:
         """End the turns a crash left ``streaming`` in the store (``failed``, with a
         reason), so the HTTP API shows them for what they are; returns how many
-        sessions were recovered. Only for a store this process alone writes."""
+        sessions were recovered. On a shared store, only sessions whose owner is
+        dead are listed, and each is taken over with its lease first."""
         recovered = 0
         for session_id in await self._store.streaming_sessions():
             async with self._locks.hold(session_id):
@@ -342,6 +393,8 @@ class SessionManager:
                 except ResumeRefused as refused:
                     log.warning("cannot recover session=%s: %s", session_id, refused.reason)
                     continue
+                except Held:
+                    continue  # a live instance took it meanwhile
                 runtime.stop("recovered after a restart")
                 await runtime.stopped()
                 recovered += 1
@@ -367,6 +420,16 @@ class SessionManager:
             runtime.stop("the gateway is shutting down")
         for runtime in runtimes:
             await runtime.stopped()
+        await self._placement.aclose()
+
+    async def serve_signals(self) -> None:
+        """Act on what other instances tell this one (takeover, delete); runs until
+        cancelled."""
+        async for signal in self._cluster.signals():
+            try:
+                await self._placement.on_signal(signal)
+            except StoreError as exc:
+                log.warning("signal %s session=%s failed: %s", signal.kind, signal.session_id, exc)
 
 
 class _KeyedLocks:

@@ -1,0 +1,212 @@
+"""Several real gateway processes on one real redis-server: a conversation moves between them.
+
+Each test starts its own instances (tests/support/instances.py): a 1 s liveness
+TTL, a 3 s drain, and the offline provider at 40 ms a token, so a turn streams for
+a couple of seconds. The client picks the instance it connects to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.stores.redis import RedisStore
+from tests.support.client import Client
+from tests.support.instances import check_view, gateway_instances
+
+pytestmark = pytest.mark.slow
+
+LONG = "Tell me a long story about the sea, the wind and the lighthouse keeper"
+
+
+def logged(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] not in ("heartbeat", "pong", "session.ready")]
+
+
+async def stored_events(redis_url: str, session_id: str) -> list[dict[str, Any]]:
+    import orjson
+
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        return [orjson.loads(e.data) for e in await store.read_events(session_id, 0)]
+    finally:
+        await store.aclose()
+
+
+async def owner_of(redis_url: str, session_id: str) -> str:
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        raw = await store.client.hget(f"vg:{{{session_id}}}:m", "owner")
+        return (raw or b"").decode()
+    finally:
+        await store.aclose()
+
+
+async def test_resume_on_another_instance_mid_turn_gets_the_rest_once(redis_url: str) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        await first.ws.close()  # the client drops mid-turn
+        seen = logged(first.received)
+
+        second = await Client.connect(b.resume_url(ready, seen[-1]["seq"]))
+        again = await second.ready()
+        rest = await second.turn()
+        assert again["resumed"] is True
+        view = seen + logged(second.received)
+        check_view(view)
+        assert rest[-1]["status"] == "completed"
+        stored = await stored_events(redis_url, ready["session_id"])
+        assert view == stored  # the client saw exactly what the store holds
+
+        await second.send("And then?")
+        nxt = await second.turn()
+        assert nxt[-1]["status"] == "completed"
+        assert "message 2 of our conversation" in nxt[-1]["text"]
+        check_view(logged(first.received) + logged(second.received))
+        assert f"-{b.proc.pid}-" in await owner_of(redis_url, ready["session_id"])
+        await second.ws.close()
+    assert "handing it over" in "".join(a.lines)
+    assert "asking it to hand over" in "".join(b.lines)
+
+
+async def test_a_killed_owner_ends_the_cut_turn_failed_and_the_talk_goes_on(
+    redis_url: str,
+) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        a.kill()
+        killed_at = time.monotonic()
+        seen = logged(first.received)
+
+        second = await Client.connect(b.resume_url(ready, seen[-1]["seq"]))
+        await second.ready()
+        end = (await second.turn())[-1]
+        took = time.monotonic() - killed_at
+        assert end["status"] == "failed"
+        assert end["reason"]
+        assert took < 1.0 + 2.0  # the 1 s liveness TTL, and slack for a busy machine
+        check_view(seen + logged(second.received))
+
+        await second.send("Are you still there?")
+        nxt = await second.turn()
+        assert nxt[-1]["status"] == "completed"
+        assert "message 2 of our conversation" in nxt[-1]["text"]
+        await second.ws.close()
+
+
+async def test_the_owner_dies_while_the_client_waits_on_another_instance(
+    redis_url: str,
+) -> None:
+    with gateway_instances(2, redis_url, GATEWAY_OFFLINE_DELAY_MS="150") as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        await first.ws.close()
+        seen = logged(first.received)
+
+        second = await Client.connect(b.resume_url(ready, seen[-1]["seq"]))
+        waiting = asyncio.ensure_future(second.ready())
+        await asyncio.sleep(0.3)  # B is waiting for A to hand the session over
+        a.kill()
+        await waiting
+        end = (await second.turn())[-1]
+        assert end["status"] == "failed"
+        check_view(seen + logged(second.received))
+        await second.ws.close()
+
+
+async def test_a_paused_owner_is_fenced_and_its_client_taken_over(redis_url: str) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        a.pause()
+        paused_seen = logged(first.received)
+
+        second = await Client.connect(b.resume_url(ready, paused_seen[-1]["seq"]))
+        await second.ready()
+        end = (await second.turn())[-1]
+        assert end["status"] == "failed"  # A looked dead: the cut turn ended on B
+        a.cont()
+        code = await first.close_code()
+        assert code == 4409
+        # Whatever A's socket got after the pause was stored before, never after B took over.
+        stored = await stored_events(redis_url, ready["session_id"])
+        by_seq = {e["seq"]: e for e in stored}
+        for event in logged(first.received):
+            assert by_seq.get(event["seq"]) == event
+        check_view(logged(first.received)[: len(paused_seen)] + logged(second.received))
+        await second.send("Hello again")
+        assert (await second.turn())[-1]["status"] == "completed"
+        await second.ws.close()
+    assert "taken over by another instance" in "".join(a.lines)
+
+
+async def test_takeover_across_instances_closes_the_older_socket(redis_url: str) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        last = logged(first.received)[-1]["seq"]
+
+        second = await Client.connect(b.resume_url(ready, last))
+        started = time.monotonic()
+        assert await first.close_code() == 4409
+        assert time.monotonic() - started < 1.5
+        await second.ready()
+        end = (await second.turn())[-1]
+        assert end["status"] == "completed"
+        stored = await stored_events(redis_url, ready["session_id"])
+        assert logged(first.received) == stored[: len(logged(first.received))]
+        check_view(logged(first.received)[:last] + logged(second.received))
+        await second.ws.close()
+
+
+async def test_message_ids_are_idempotent_across_instances(redis_url: str) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send({"type": "user.message", "text": "Hi there", "id": "u1"})
+        await first.turn()
+        last = logged(first.received)[-1]["seq"]
+        await first.ws.close()
+
+        second = await Client.connect(b.resume_url(ready, last))
+        await second.ready()
+        await second.send({"type": "user.message", "text": "Hi there", "id": "u1"})
+        dup = await second.recv_type("user.duplicate")
+        assert dup[-1]["id"] == "u1"
+        await second.ws.close()
+
+
+async def test_delete_from_a_third_instance_ends_the_session_where_it_is(
+    redis_url: str,
+) -> None:
+    with gateway_instances(3, redis_url) as (a, b, c):
+        client = await Client.connect(a.ws)
+        ready = await client.ready()
+        async with httpx.AsyncClient(base_url=c.http) as http:
+            listed = await http.get(f"/sessions/{ready['session_id']}")
+            assert listed.status_code == 200
+            gone = await http.delete(f"/sessions/{ready['session_id']}")
+            assert gone.status_code in (200, 204)
+        ended = await client.recv_type("session.ended")
+        assert ended[-1]["type"] == "session.ended"
+        assert await client.close_code() == 1000
+        async with httpx.AsyncClient(base_url=b.http) as http:
+            assert (await http.get(f"/sessions/{ready['session_id']}")).status_code == 404
