@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
-from gateway.connection import Connection, InputLimits
+from gateway.connection import Connection, InputLimits, SessionPort
 from gateway.core import wire
 from gateway.core.codes import CloseCode
 from gateway.core.events import ClientEvent, Heartbeat, ServerEvent
@@ -34,7 +34,6 @@ from gateway.guard import Guard
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.offline import OfflineProvider
-from gateway.runtime import SessionRuntime
 from gateway.serving import close_quietly, serve_socket
 from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
@@ -194,12 +193,12 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             await close_quietly(websocket, CloseCode.BAD_RESUME, resume)
             return
 
-        async def opener(connection: Connection) -> SessionRuntime:
+        async def opener(connection: Connection) -> SessionPort:
             if resume is None:
                 runtime, _ = await manager.start(connection, principal=name)
                 return runtime
             session_id, token, last_seq = resume
-            return await manager.resume(
+            return await manager.resume_or_follow(
                 session_id, token, connection, last_seq=last_seq, principal=name
             )
 

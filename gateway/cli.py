@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.app import create_app, drain, uvicorn_options
 from gateway.logs import configure_logging
 from gateway.settings import SettingsError, load_settings
+from gateway.workers import Supervisor, refusal
 
 
 class GatewayServer(uvicorn.Server):
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (GATEWAY_LOG_LEVEL, default info)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1; more need GATEWAY_STORE=redis://...)",
+    )
     parser.add_argument("--version", action="version", version=f"voice-gateway {__version__}")
     return parser
 
@@ -69,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     settings = settings.model_copy(update=updates)
+    if args.workers < 1 or (why := refusal(settings, args.workers)) is not None:
+        sys.stderr.write(f"voice-gateway: {why or '--workers must be at least 1'}\n")
+        return 2
     configure_logging(settings.log_level)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth_enabled:
         logging.getLogger("gateway").warning(
@@ -77,6 +87,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             "GATEWAY_JWT_SECRET / GATEWAY_JWT_PUBLIC_KEY (see README, Security). !!!",
             settings.host,
         )
+    if args.workers > 1:
+        config = uvicorn.Config(
+            "gateway.app:create_app",
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,
+            proxy_headers=True,
+            **uvicorn_options(settings),
+        )
+        logging.getLogger("gateway").info(
+            "voice-gateway %s: %d workers on http://%s:%s",
+            __version__,
+            args.workers,
+            settings.host,
+            settings.port,
+        )
+        return Supervisor(settings, config, args.workers).run()
     app = create_app(settings)
     logging.getLogger("gateway").info(
         "voice-gateway %s listening on http://%s:%s (WebSocket: ws://%s:%s/ws)",

@@ -182,6 +182,12 @@ class Cluster(Protocol):
         marked handled when the next one is asked for. Raises :class:`LeaseLost`."""
         ...
 
+    async def pending_input(self, lease: Lease) -> list[Inbound]:
+        """The inbox after ``lease.inbox_after`` as it is now, without waiting, all
+        marked handled (a new owner takes what its predecessor left). Raises
+        :class:`LeaseLost`."""
+        ...
+
     async def notify(self, instance_id: str, signal: Signal) -> None:
         """Send ``signal`` to ``instance_id`` (kept until read, lost if it is dead)."""
         ...

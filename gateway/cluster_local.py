@@ -220,6 +220,16 @@ class LocalCluster:
                     raise LeaseLost(f"session {lease.session_id!r}: lease {lease.fence} lost")
                 self._hub.places[lease.session_id].inbox_done = message.id
 
+    async def pending_input(self, lease: Lease) -> list[Inbound]:
+        if not self.holds(lease):
+            raise LeaseLost(f"session {lease.session_id!r}: lease {lease.fence} lost")
+        p = self._hub.places.get(lease.session_id)
+        after = int(lease.inbox_after or "0")
+        pending = [m for m in p.inbox if int(m.id) > after] if p is not None else []
+        if p is not None and pending:
+            p.inbox_done = pending[-1].id
+        return pending
+
     async def notify(self, instance_id: str, signal: Signal) -> None:
         if instance_id in self._hub.members:
             self._hub.mail.setdefault(instance_id, []).append(signal)

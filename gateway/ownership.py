@@ -24,9 +24,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.cluster import Cluster, Held, Lease, Signal, UnknownSession
+from gateway.cluster import Cluster, Held, Lease, LeaseLost, Signal, UnknownSession
 from gateway.core.codes import CloseCode
 from gateway.errors import ResumeRefused
+from gateway.relay import apply_input
 from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionStore
 from gateway.tasks import TaskSet
@@ -76,15 +77,7 @@ class Ownership:
             except Held as held:
                 if deadline is None:
                     deadline = loop.time() + self._handover_s
-                    owner = held.placement.owner
-                    log.info(
-                        "session=%s is run by instance %s: asking it to hand over",
-                        session_id,
-                        owner,
-                    )
-                    await self._cluster.notify(
-                        owner, Signal("attached", session_id, epoch or 0, self._cluster.instance_id)
-                    )
+                    await self._ask(held.placement.owner, session_id, epoch or 0)
                 if epoch is not None and self._superseded(session_id, epoch):
                     raise ResumeRefused(
                         CloseCode.TAKEN_OVER, "another connection resumed this session"
@@ -98,6 +91,30 @@ class Ownership:
                 continue
             self._leases[session_id] = (lease, self._cluster.fenced_store(lease))
             return
+
+    async def try_own(self, session_id: str, epoch: int) -> Held | None:
+        """Take the lease if it is free (``None``); else ask its live owner to hand
+        it over and return why not."""
+        try:
+            lease = await self._cluster.acquire(session_id)
+        except UnknownSession as exc:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session") from exc
+        except Held as held:
+            await self._ask(held.placement.owner, session_id, epoch)
+            return held
+        self._leases[session_id] = (lease, self._cluster.fenced_store(lease))
+        return None
+
+    def lease(self, session_id: str) -> Lease | None:
+        """This instance's lease of ``session_id``, if it holds one."""
+        held = self._leases.get(session_id)
+        return None if held is None else held[0]
+
+    async def _ask(self, owner: str, session_id: str, epoch: int) -> None:
+        log.info("session=%s runs on instance %s: asking it to hand over", session_id, owner)
+        await self._cluster.notify(
+            owner, Signal("attached", session_id, epoch, self._cluster.instance_id)
+        )
 
     def release(self, session_id: str) -> None:
         """The session's runtime stopped: give its lease up (in the background)."""
@@ -157,15 +174,29 @@ class Ownership:
                 return
 
     async def _hand_over(self, runtime: SessionRuntime) -> None:
-        """Another instance wants the session: finish the streaming turn, then stop
-        (which releases the lease)."""
+        """Another instance wants the session: take the client's input it forwards,
+        finish the streaming turn, then stop (which releases the lease)."""
         session_id = runtime.session.id
         log.info("session=%s resumed on another instance: handing it over", session_id)
+        lease = self.lease(session_id)
+        pump = None
+        if lease is not None:
+            pump = self._tasks.spawn(self._pump(runtime, lease), name=f"inbox:{session_id}")
         try:
             deadline = asyncio.get_running_loop().time() + self._handover_s * 0.8
             await runtime.drain(deadline, reconnect_ms=0)
         finally:
             self._handing_over.discard(session_id)
+            if pump is not None:
+                pump.cancel()
+
+    async def _pump(self, runtime: SessionRuntime, lease: Lease) -> None:
+        """Feed the runtime what the relaying edge forwards, until the lease is lost."""
+        try:
+            async for message in self._cluster.inbox(lease):
+                apply_input(runtime, message)
+        except LeaseLost:
+            return
 
     async def tell_deleted(self, session_id: str) -> None:
         """The session was deleted here: its owner and edge elsewhere close it."""

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.cluster import Cluster, Held
+from gateway.cluster import Cluster, Held, Inbound
 from gateway.cluster_local import LocalCluster
 from gateway.core.codes import CloseCode
+from gateway.core.events import ServerEvent
 from gateway.core.replay import ReplayLog
 from gateway.core.session import Session, SessionConfig
 from gateway.core.state import decode_state, encode_state
@@ -43,6 +44,7 @@ from gateway.generation import ProviderPolicy
 from gateway.ownership import Ownership
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
+from gateway.relay import Relay
 from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
 
@@ -105,6 +107,7 @@ class SessionManager:
         self._live: dict[str, SessionRuntime] = {}
         self._locks = _KeyedLocks()
         self._cluster: Cluster = cluster or LocalCluster(store)
+        self._relays: set[Relay] = set()
         self._placement = Ownership(self._cluster, store, self._live, handover_s=config.handover_s)
 
     def __len__(self) -> int:
@@ -220,8 +223,35 @@ class SessionManager:
 
         Raises :class:`ResumeRefused` for an unknown session, a wrong token, a
         session of another principal (reported as unknown, so ids do not leak),
-        or a session that has ended (4410).
+        or a session that has ended (4410). With several instances, one that
+        another live instance runs is waited for until it is handed over.
         """
+        resumed = await self._resume(session_id, token, client, last_seq, principal, False)
+        assert isinstance(resumed, SessionRuntime)
+        return resumed
+
+    async def resume_or_follow(
+        self,
+        session_id: str,
+        token: str,
+        client: ClientSink,
+        *,
+        last_seq: int,
+        principal: str | None = None,
+    ) -> SessionRuntime | Relay:
+        """:meth:`resume`, except that a session another live instance runs is
+        relayed from it, live, until it is handed over (see :mod:`gateway.relay`)."""
+        return await self._resume(session_id, token, client, last_seq, principal, True)
+
+    async def _resume(
+        self,
+        session_id: str,
+        token: str,
+        client: ClientSink,
+        last_seq: int,
+        principal: str | None,
+        follow: bool,
+    ) -> SessionRuntime | Relay:
         async with self._locks.hold(session_id):
             runtime = await self._running(session_id)
             if runtime is not None:
@@ -236,12 +266,70 @@ class SessionManager:
                 epoch = await self._placement.claim(session_id, client)
                 runtime = await self._running(session_id)
                 if runtime is None:
-                    await self._placement.own(session_id, epoch=epoch)
+                    if not follow:
+                        await self._placement.own(session_id, epoch=epoch)
+                    elif await self._placement.try_own(session_id, epoch) is not None:
+                        return await self._relay(session_id, client, token, last_seq, epoch)
                     runtime = await self._restore_owned(session_id)
             elif runtime is None:
                 runtime = await self._restore_stored(stored)
             runtime.attach(client, resume_token=token, last_seq=last_seq)
             return runtime
+
+    async def _relay(
+        self, session_id: str, client: ClientSink, token: str, last_seq: int, epoch: int
+    ) -> Relay:
+        """Serve ``client`` from here while the live owner elsewhere streams."""
+        stored = await self._store.get(session_id)
+        if stored is None:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
+        try:
+            state = decode_state(stored.state)
+        except StateError as exc:
+            raise ResumeRefused(CloseCode.INTERNAL_ERROR, "the session cannot be restored") from exc
+        if state.ended:
+            raise ResumeRefused(CloseCode.SESSION_ENDED, "the session has ended")
+        first = await self._store.first_seq(session_id)
+        events = await self._store.read_events(session_id, 0 if first is None else first - 1)
+        delivered = events[-1].seq if events else state.seq
+        view = Session.restore(
+            session_id,
+            self._config.session,
+            state,
+            last_seq=delivered,
+            open_turn_chunks=(),
+            now=self._clock(),
+        )
+        missed = last_seq > delivered or (first is not None and last_seq < first - 1)
+        since = delivered if missed else last_seq
+        greeting: list[ServerEvent] = [view.ready_event(token, resumed=True, seq=since)]
+        if missed:
+            greeting.append(view.resync_event(delivered))
+        self._relays = {r for r in self._relays if not r.done}
+        relay = Relay(
+            session_id,
+            client,
+            cluster=self._cluster,
+            epoch=epoch,
+            last_seq=since,
+            resume_token=token,
+            take_over=lambda: self._take_over(session_id),
+            greeting=greeting,
+        )
+        self._relays.add(relay)
+        log.info("session=%s relayed from its owner from seq %d", session_id, since)
+        return relay
+
+    async def _take_over(self, session_id: str) -> tuple[SessionRuntime, list[Inbound]] | None:
+        """A relayed session looks free: own it and restore it here, or ``None``."""
+        async with self._locks.hold(session_id):
+            if session_id in self._live:
+                return None
+            if await self._placement.try_own(session_id, 0) is not None:
+                return None
+            lease = self._placement.lease(session_id)
+            unhandled = [] if lease is None else await self._cluster.pending_input(lease)
+            return await self._restore_owned(session_id), unhandled
 
     async def _running(self, session_id: str) -> SessionRuntime | None:
         """The live runtime of ``session_id``; one that is stopping is waited for."""
@@ -420,6 +508,8 @@ class SessionManager:
             runtime.stop("the gateway is shutting down")
         for runtime in runtimes:
             await runtime.stopped()
+        for relay in self._relays:
+            await relay.aclose()
         await self._placement.aclose()
 
     async def serve_signals(self) -> None:

@@ -337,13 +337,27 @@ class RedisCluster:
             for entry_id, fields in await self._xread(stream, after):
                 yield Inbound(_text(entry_id), int(fields[b"e"]), bytes(fields[b"d"]))
                 after = _text(entry_id)
-                handled = await self._script(
-                    LEASED_LUA,
-                    [key(lease.session_id, "m")],
-                    [self._iid, lease.fence, "ack", after],
-                )
-                if not handled:
-                    raise LeaseLost(f"session {lease.session_id!r}: lease {lease.fence} lost")
+                await self._ack(lease, after)
+
+    async def pending_input(self, lease: Lease) -> list[Inbound]:
+        stream = key(lease.session_id, "i")
+        try:
+            entries = await self._r().xrange(stream, f"({lease.inbox_after or '0-0'}", "+")
+        except RedisError as e:
+            raise StoreError(f"Redis cluster {self._store.url}: {e}") from e
+        if entries:
+            await self._ack(lease, _text(entries[-1][0]))
+        return [
+            Inbound(_text(entry_id), int(fields[b"e"]), bytes(fields[b"d"]))
+            for entry_id, fields in entries
+        ]
+
+    async def _ack(self, lease: Lease, entry_id: str) -> None:
+        handled = await self._script(
+            LEASED_LUA, [key(lease.session_id, "m")], [self._iid, lease.fence, "ack", entry_id]
+        )
+        if not handled:
+            raise LeaseLost(f"session {lease.session_id!r}: lease {lease.fence} lost")
 
     async def notify(self, instance_id: str, signal: Signal) -> None:
         ctl = _CTL + instance_id

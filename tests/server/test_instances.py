@@ -59,8 +59,12 @@ async def test_resume_on_another_instance_mid_turn_gets_the_rest_once(redis_url:
 
         second = await Client.connect(b.resume_url(ready, seen[-1]["seq"]))
         again = await second.ready()
-        rest = await second.turn()
+        first_relayed = await second.recv_type("response.tts")
+        relayed_at = time.monotonic()
+        rest = first_relayed + await second.turn()
+        ended_at = time.monotonic()
         assert again["resumed"] is True
+        assert ended_at - relayed_at > 0.3  # streamed live from A, not all at its end
         view = seen + logged(second.received)
         check_view(view)
         assert rest[-1]["status"] == "completed"
@@ -75,7 +79,8 @@ async def test_resume_on_another_instance_mid_turn_gets_the_rest_once(redis_url:
         assert f"-{b.proc.pid}-" in await owner_of(redis_url, ready["session_id"])
         await second.ws.close()
     assert "handing it over" in "".join(a.lines)
-    assert "asking it to hand over" in "".join(b.lines)
+    assert "relayed from its owner" in "".join(b.lines)
+    assert "taken over by this instance" in "".join(b.lines)
 
 
 async def test_a_killed_owner_ends_the_cut_turn_failed_and_the_talk_goes_on(
@@ -210,3 +215,28 @@ async def test_delete_from_a_third_instance_ends_the_session_where_it_is(
         assert await client.close_code() == 1000
         async with httpx.AsyncClient(base_url=b.http) as http:
             assert (await http.get(f"/sessions/{ready['session_id']}")).status_code == 404
+
+
+async def test_input_on_the_relaying_instance_reaches_the_owner(redis_url: str) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send({"type": "user.message", "text": LONG, "id": "u1"})
+        await first.recv_type("response.tts")
+        await first.ws.close()
+        seen = logged(first.received)
+
+        second = await Client.connect(b.resume_url(ready, seen[-1]["seq"]))
+        await second.ready()
+        await second.recv_type("response.tts")  # relayed from A
+        await second.send({"type": "user.message", "text": "Stop, a new question", "id": "u2"})
+        superseded = await second.turn()
+        assert superseded[-1]["status"] == "superseded"
+        nxt = await second.turn()
+        assert nxt[0]["type"] == "response.start"
+        assert nxt[0]["in_reply_to"] == "u2"
+        assert nxt[-1]["status"] == "completed"
+        check_view(seen + logged(second.received))
+        starts = [e for e in logged(second.received) if e["type"] == "response.start"]
+        assert [e["in_reply_to"] for e in starts] == ["u2"]  # exactly one turn for u2
+        await second.ws.close()

@@ -1,0 +1,121 @@
+"""``voice-gateway --workers N``: N gateway processes on one listening socket.
+
+The parent binds the socket once and starts N worker processes (``spawn``), each a
+full gateway instance serving that socket: the kernel spreads connections over
+them, so a resume lands on any worker, which is exactly the multi-instance case.
+That needs a store the workers share, so it is allowed only with Redis
+(``GATEWAY_STORE=redis://…``). On SIGTERM or SIGINT the parent passes SIGTERM to
+every worker, each drains its sessions as a single gateway does (and releases
+them, so the others take them over at once), and the parent exits 0 when all
+exited 0. A worker that dies otherwise is started again.
+
+Hand-written rather than uvicorn's own ``--workers`` supervisor, because that one
+runs a plain ``uvicorn.Server`` in each child, without the gateway's drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import uvicorn
+
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.workers")
+
+RESTART_PAUSE_S = 1.0
+
+
+def refusal(settings: Settings, workers: int) -> str | None:
+    """Why ``workers`` processes cannot run with these settings, or ``None``."""
+    from gateway.stores.factory import is_distributed
+
+    if workers > 1 and not is_distributed(settings.store_url):
+        scheme = settings.store_url.partition("://")[0]
+        return (
+            f"--workers {workers} needs a store the workers share: set "
+            f"GATEWAY_STORE=redis://host:6379/0 (see README, Running several instances). "
+            f"With {scheme} every worker would hold its own sessions, and a client "
+            "resuming on another worker would not find its session."
+        )
+    return None
+
+
+def _serve(settings: Settings, config: uvicorn.Config, sock: socket.socket) -> None:
+    """One worker: the whole gateway, on the parent's socket."""
+    from gateway.app import create_app, drain
+    from gateway.cli import GatewayServer
+    from gateway.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    config.app = app
+    GatewayServer(config, drain=lambda: drain(app, settings)).run(sockets=[sock])
+
+
+class Supervisor:
+    """Starts, restarts and stops the worker processes."""
+
+    def __init__(self, settings: Settings, config: uvicorn.Config, workers: int) -> None:
+        self._settings = settings
+        self._config = config
+        self._count = workers
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[BaseProcess] = []
+        self._stopping = False
+
+    def _start(self, sock: socket.socket) -> BaseProcess:
+        proc = self._context.Process(
+            target=_serve, args=(self._settings, self._config, sock), name="voice-gateway-worker"
+        )
+        proc.start()
+        log.info("started worker process [%s]", proc.pid)
+        return proc
+
+    def _listen(self) -> socket.socket:
+        """Bind and listen before any worker runs: connections wait in the backlog."""
+        host, port = self._settings.host, self._settings.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(self._config.backlog)
+        sock.set_inheritable(True)
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d with %d workers", host, port, self._count
+        )
+        return sock
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; 0 when every worker exited cleanly."""
+        sock = self._listen()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        try:
+            self._workers = [self._start(sock) for _ in range(self._count)]
+            while not self._stopping:
+                time.sleep(0.2)
+                for i, proc in enumerate(self._workers):
+                    if not proc.is_alive() and not self._stopping:
+                        log.error("worker [%s] died (exit %s); restarting", proc.pid, proc.exitcode)
+                        time.sleep(RESTART_PAUSE_S)
+                        self._workers[i] = self._start(sock)
+            for proc in self._workers:
+                if proc.is_alive() and proc.pid is not None:
+                    proc.terminate()  # SIGTERM: the worker drains
+            for proc in self._workers:
+                proc.join()
+        finally:
+            sock.close()
+        codes = [proc.exitcode for proc in self._workers]
+        log.info("all workers stopped (exit %s)", codes)
+        return 0 if all(code == 0 for code in codes) else 1
