@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.process import free_port, gateway_process
+from tests.support.process import clean_env, free_port
+
+STOP_TIMEOUT_S = 30
 
 FAST_TIMERS = {
     "GATEWAY_INSTANCE_TTL_S": "1",
@@ -65,25 +68,63 @@ class Instance:
         self.paused = False
 
 
+def _start(name: str, env: dict[str, str]) -> Instance:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--port", str(port)],
+        env=clean_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    instance = Instance(name, port, proc)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        instance.lines.append(line)
+        if "Uvicorn running on" in line:
+            return instance
+    proc.wait(timeout=STOP_TIMEOUT_S)
+    raise AssertionError(f"gateway {name} exited before serving:\n" + "".join(instance.lines))
+
+
+def _stop(instance: Instance) -> None:
+    """SIGTERM and collect the output; a gateway that does not stop is killed and
+    reported, with its log."""
+    proc = instance.proc
+    if instance.paused:
+        instance.cont()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        rest, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+        instance.lines.extend(rest.splitlines(keepends=True))
+        raise AssertionError(
+            f"gateway {instance.name} did not stop on SIGTERM:\n" + "".join(instance.lines[-40:])
+        ) from None
+    instance.lines.extend(rest.splitlines(keepends=True))
+
+
 @contextmanager
 def gateway_instances(n: int, redis_url: str, **env: str) -> Iterator[list[Instance]]:
     """``n`` gateways on one Redis, named A, B, C…; stopped (SIGTERM) at the end."""
     settings = {**FAST_TIMERS, "GATEWAY_STORE": redis_url, **env}
-    with ExitStack() as stack:
-        instances: list[Instance] = []
-
-        def unpause() -> None:
-            for instance in instances:
-                if instance.paused:
-                    instance.cont()
-
-        stack.callback(unpause)  # a stopped process cannot take its SIGTERM
+    instances: list[Instance] = []
+    try:
         for i in range(n):
-            port = free_port()
-            proc, lines = stack.enter_context(gateway_process("--port", str(port), **settings))
-            instances.append(Instance(chr(ord("A") + i), port, proc, lines))
+            instances.append(_start(chr(ord("A") + i), settings))
         yield instances
-        unpause()
+    finally:
+        errors: list[AssertionError] = []
+        for instance in instances:
+            try:
+                _stop(instance)
+            except AssertionError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 def check_view(events: list[dict[str, Any]]) -> None:
