@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.cluster import Cluster, Held, Lease, LeaseLost, Signal, UnknownSession
 from gateway.core.codes import CloseCode
+from gateway.core.events import ServerEvent
+from gateway.core.replay import LoggedEvent
 from gateway.errors import ResumeRefused
 from gateway.relay import apply_input
 from gateway.runtime import ClientSink, SessionRuntime
@@ -56,6 +58,7 @@ class Ownership:
         self._leases: dict[str, tuple[Lease, SessionStore]] = {}
         self._edges: dict[str, tuple[int, ClientSink]] = {}
         self._handing_over: set[str] = set()
+        self._remote: dict[str, _RemoteEdge] = {}
         self._tasks = TaskSet("ownership", self._task_failed)
 
     def writer(self, session_id: str) -> SessionStore:
@@ -160,10 +163,16 @@ class Ownership:
                 if edge is not None and edge[0] < signal.epoch:
                     del self._edges[session_id]
                     edge[1].abort(CloseCode.TAKEN_OVER, "another connection resumed this session")
-                idle = session_id not in self._handing_over
-                if runtime is not None and not runtime.stopping and idle:
-                    self._handing_over.add(session_id)
-                    self._tasks.spawn(self._hand_over(runtime), name=f"handover:{session_id}")
+                if runtime is not None and not runtime.stopping:
+                    self._attach_remote(runtime, signal)
+                    if session_id not in self._handing_over:
+                        self._handing_over.add(session_id)
+                        self._tasks.spawn(self._hand_over(runtime), name=f"handover:{session_id}")
+            case "detached":
+                remote = self._remote.get(session_id)
+                if runtime is not None and remote is not None and remote.epoch == signal.epoch:
+                    del self._remote[session_id]
+                    runtime.detach(remote)  # the grace window starts here, as for a local client
             case "deleted":
                 if runtime is not None:
                     runtime.terminate("the session was deleted")
@@ -172,6 +181,30 @@ class Ownership:
                     edge[1].close(CloseCode.NORMAL, "the session was deleted")
             case _:
                 return
+
+    def _attach_remote(self, runtime: SessionRuntime, signal: Signal) -> None:
+        """The client is attached on another instance now: the runtime counts it as
+        attached (no grace timer) until that instance says it left."""
+        remote = self._remote.get(signal.session_id)
+        if remote is not None and remote.epoch >= signal.epoch:
+            return
+        remote = _RemoteEdge(signal.sender, signal.epoch)
+        self._remote[signal.session_id] = remote
+        runtime.attach(remote, resume_token="", last_seq=None)
+
+    def relay_left(self, session_id: str, epoch: int) -> None:
+        """A client this instance relayed went away: tell the owner (its grace window)."""
+        if self._cluster.distributed:
+            self._tasks.spawn(self._tell_left(session_id, epoch), name=f"left:{session_id}")
+
+    async def _tell_left(self, session_id: str, epoch: int) -> None:
+        try:
+            placement = await self._cluster.placement(session_id)
+        except UnknownSession:
+            return
+        if placement.owner and placement.owner != self._cluster.instance_id:
+            left = Signal("detached", session_id, epoch, self._cluster.instance_id)
+            await self._cluster.notify(placement.owner, left)
 
     async def _hand_over(self, runtime: SessionRuntime) -> None:
         """Another instance wants the session: take the client's input it forwards,
@@ -187,6 +220,7 @@ class Ownership:
             await runtime.drain(deadline, reconnect_ms=0)
         finally:
             self._handing_over.discard(session_id)
+            self._remote.pop(session_id, None)
             if pump is not None:
                 pump.cancel()
 
@@ -215,3 +249,29 @@ class Ownership:
     async def aclose(self) -> None:
         """Stop the background releases and hand-overs (leaving releases every lease)."""
         await self._tasks.aclose()
+
+
+class _RemoteEdge:
+    """The owner's stand-in for a client attached on another instance: that instance
+    follows the store, so nothing is sent from here."""
+
+    def __init__(self, instance_id: str, epoch: int) -> None:
+        self.instance_id = instance_id
+        self.epoch = epoch
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def deliver(self, frame: LoggedEvent, event: ServerEvent | None = None) -> None:
+        return None
+
+    def replay(self, frames: Sequence[LoggedEvent]) -> None:
+        return None
+
+    def close(self, code: int, reason: str) -> None:
+        self._closed = True
+
+    def abort(self, code: int, reason: str) -> None:
+        self._closed = True

@@ -140,6 +140,7 @@ class Relay:
         resume_token: str,
         take_over: TakeOver,
         greeting: Sequence[ServerEvent],
+        on_left: Callable[[int], None] = lambda epoch: None,
     ) -> None:
         self.session: _Named = _SessionName(session_id)
         self._client = client
@@ -149,6 +150,7 @@ class Relay:
         self._token = resume_token
         self._take_over = take_over
         self._greeting = list(greeting)
+        self._on_left = on_left
         self._switching = False
         self._runtime: SessionRuntime | None = None
         self._sink = _Quiet(client)
@@ -188,6 +190,8 @@ class Relay:
     def detach(self, client: ClientSink) -> None:
         if self._runtime is not None:
             self._runtime.detach(self._sink)
+        else:
+            self._on_left(self._epoch)
         self._follow.cancel()
         self._forward.cancel()
 

@@ -315,6 +315,7 @@ class SessionManager:
             resume_token=token,
             take_over=lambda: self._take_over(session_id),
             greeting=greeting,
+            on_left=lambda epoch: self._placement.relay_left(session_id, epoch),
         )
         self._relays.add(relay)
         log.info("session=%s relayed from its owner from seq %d", session_id, since)

@@ -8,15 +8,19 @@ a couple of seconds. The client picks the instance it connects to.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.core.events import CONNECTION_EVENTS
 from gateway.stores.redis import RedisStore
 from tests.support.client import Client
 from tests.support.instances import check_view, gateway_instances
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +28,7 @@ LONG = "Tell me a long story about the sea, the wind and the lighthouse keeper"
 
 
 def logged(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] not in ("heartbeat", "pong", "session.ready")]
+    return [e for e in events if e["type"] not in CONNECTION_EVENTS]
 
 
 async def stored_events(redis_url: str, session_id: str) -> list[dict[str, Any]]:
@@ -240,3 +244,82 @@ async def test_input_on_the_relaying_instance_reaches_the_owner(redis_url: str) 
         starts = [e for e in logged(second.received) if e["type"] == "response.start"]
         assert [e["in_reply_to"] for e in starts] == ["u2"]  # exactly one turn for u2
         await second.ws.close()
+
+
+async def test_sigterm_drain_hands_the_session_over_without_a_ttl_wait(redis_url: str) -> None:
+    # A 5 s liveness TTL: a hand-over that had to wait for it would show.
+    with gateway_instances(2, redis_url, GATEWAY_INSTANCE_TTL_S="5") as (a, b):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        a.proc.send_signal(signal.SIGTERM)
+        notice = await first.recv_type("session.reconnect")
+        await first.ws.close()
+        seen = logged(first.received)
+
+        second = await Client.connect(b.resume_url(ready, seen[-1]["seq"]))
+        await second.ready()
+        end = (await second.turn())[-1]
+        assert end["status"] == "completed"  # A finished the turn while draining
+        ended_at = time.monotonic()
+        await second.send("Next question")
+        await second.recv_type("response.start")
+        assert time.monotonic() - ended_at < 3.0  # released: no 5 s liveness wait
+        nxt = await second.turn()
+        assert nxt[-1]["status"] == "completed"
+        assert a.proc.wait(timeout=30) == 0
+        check_view(seen + logged(second.received))
+        assert notice[-1]["type"] == "session.reconnect"
+        await second.ws.close()
+
+
+async def test_the_grace_window_holds_for_a_client_relayed_by_another_instance(
+    redis_url: str,
+) -> None:
+    slow = {"GATEWAY_OFFLINE_DELAY_MS": "120", "GATEWAY_RESUME_GRACE_S": "1"}
+    with gateway_instances(3, redis_url, **slow) as (a, b, c):
+        first = await Client.connect(a.ws)
+        ready = await first.ready()
+        await first.send(LONG)
+        await first.recv_type("response.tts")
+        await first.ws.close()
+
+        second = await Client.connect(b.resume_url(ready, logged(first.received)[-1]["seq"]))
+        await second.ready()
+        await asyncio.sleep(1.5)  # longer than the grace window: the relayed client counts
+        more = await second.recv_type("response.tts")
+        assert more[-1]["turn_id"] == "t1"
+        await second.ws.close()  # now it goes for good
+        last = logged(second.received)[-1]["seq"]
+        await asyncio.sleep(2.5)  # the grace window runs out on A
+
+        third = await Client.connect(c.resume_url(ready, last))
+        await third.ready()
+        end = (await third.turn())[-1]
+        assert (end["turn_id"], end["status"]) == ("t1", "interrupted")
+        check_view(logged(first.received) + logged(second.received) + logged(third.received))
+        await third.ws.close()
+
+
+async def test_a_redis_restart_mid_turn_loses_nothing_the_client_got(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()  # AOF everysec
+    try:
+        with gateway_instances(1, server.url, GATEWAY_STORE_RETRY_S="15") as (a,):
+            client = await Client.connect(a.ws)
+            ready = await client.ready()
+            await client.send(LONG)
+            await client.recv_type("response.tts")
+            server.kill()
+            await asyncio.sleep(0.3)
+            server.start()
+            end = (await client.turn())[-1]
+            assert end["status"] == "completed"
+            await client.send("Still there?")
+            assert (await client.turn())[-1]["status"] == "completed"
+            check_view(client.received)
+            stored = await stored_events(server.url, ready["session_id"])
+            assert logged(client.received) == stored
+            await client.ws.close()
+    finally:
+        server.stop()
