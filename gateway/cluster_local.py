@@ -51,6 +51,7 @@ class LocalHub:
     places: dict[str, _Place] = field(default_factory=dict)
     mail: dict[str, list[Signal]] = field(default_factory=dict)
     serial: int = 0
+    fences: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def touch(self) -> None:
@@ -122,7 +123,8 @@ class LocalCluster:
         p = await self._place(session_id)
         if p.owner not in ("", self._iid) and p.owner in self._hub.members:
             raise Held(await self.placement(session_id))
-        p.owner, p.fence = self._iid, p.fence + 1
+        self._hub.fences += 1  # one counter for all: a forgotten session's fence still grows
+        p.owner, p.fence = self._iid, self._hub.fences
         lease = Lease(session_id, self._iid, p.fence, p.inbox_done)
         self._leases[session_id] = lease
         return lease
@@ -141,6 +143,8 @@ class LocalCluster:
         p.owner = ""
         if p.edge and p.edge != self._iid:
             await self.notify(p.edge, Signal("released", lease.session_id, p.epoch, self._iid))
+        elif not p.inbox:
+            del self._hub.places[lease.session_id]  # nothing left to remember
         await self._hub.touch()
         return True
 
@@ -224,7 +228,7 @@ class LocalCluster:
         if not self.holds(lease):
             raise LeaseLost(f"session {lease.session_id!r}: lease {lease.fence} lost")
         p = self._hub.places.get(lease.session_id)
-        after = int(lease.inbox_after or "0")
+        after = int(p.inbox_done) if p is not None else 0
         pending = [m for m in p.inbox if int(m.id) > after] if p is not None else []
         if p is not None and pending:
             p.inbox_done = pending[-1].id

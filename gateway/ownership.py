@@ -125,7 +125,7 @@ class Ownership:
         edge = self._edges.get(session_id)
         if edge is not None and edge[1].closed:
             del self._edges[session_id]
-        if held is not None and self._cluster.distributed:
+        if held is not None:
             self._tasks.spawn(self._release(held[0]), name=f"release:{session_id}")
 
     async def _release(self, lease: Lease) -> None:

@@ -342,7 +342,8 @@ class RedisCluster:
     async def pending_input(self, lease: Lease) -> list[Inbound]:
         stream = key(lease.session_id, "i")
         try:
-            entries = await self._r().xrange(stream, f"({lease.inbox_after or '0-0'}", "+")
+            done = await self._r().hget(key(lease.session_id, "m"), "inbox_done")
+            entries = await self._r().xrange(stream, f"({_text(done or b'0-0')}", "+")
         except RedisError as e:
             raise StoreError(f"Redis cluster {self._store.url}: {e}") from e
         if entries:

@@ -266,3 +266,32 @@ async def test_an_owner_reading_its_inbox_learns_it_lost_the_lease(pair: Pair) -
         await pair.b.acquire("s")  # A is not alive: B takes over
         with pytest.raises(LeaseLost):
             await within(anext(inbox))
+
+
+async def test_a_new_owner_takes_the_input_left_unhandled_at_once(pair: Pair) -> None:
+    await pair.store.create(meta("s"), b"")
+    lease_a = await pair.a.acquire("s")
+    async with pair.b:
+        for i in range(3):
+            await pair.b.forward("s", 2, f"frame {i}".encode())
+        await within(_take(pair.a.inbox(lease_a), 1))  # A read frame 0, never finished it
+        assert await pair.a.release(lease_a)
+
+        lease_b = await pair.b.acquire("s")
+        pending = await pair.b.pending_input(lease_b)
+        assert [m.data for m in pending] == [b"frame 0", b"frame 1", b"frame 2"]
+        assert await pair.b.pending_input(lease_b) == []  # marked handled
+        again = await pair.b.acquire("s")
+        assert await pair.b.pending_input(again) == []
+
+
+async def test_the_local_hub_forgets_released_sessions() -> None:
+    store = MemoryStore()
+    hub = LocalHub()
+    cluster = LocalCluster(store, hub=hub, instance_id="A")
+    await store.create(meta("s"), b"")
+    async with cluster:
+        lease = await cluster.acquire("s")
+        assert "s" in hub.places
+        await cluster.release(lease)
+        assert hub.places == {}
