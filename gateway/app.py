@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
+from gateway.cluster import raise_if_cancelled
 from gateway.connection import Connection, InputLimits, SessionPort
 from gateway.core import wire
 from gateway.core.codes import CloseCode
@@ -108,6 +109,7 @@ async def _sweep_forever(manager: SessionManager, settings: Settings) -> None:
             await manager.sweep(settings.session_ttl_s)
         except StoreError:
             log.exception("session sweep failed; will try again")
+        raise_if_cancelled()  # a cancel the store client swallowed or turned into an error
 
 
 def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> Starlette:

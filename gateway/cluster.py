@@ -21,6 +21,7 @@ memory store) and :class:`gateway.stores.redis_cluster.RedisCluster`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -80,6 +81,19 @@ class Inbound:
     id: str
     epoch: int
     data: bytes
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was asked to stop.
+
+    A cancellation can reach us turned into another error (redis-py maps a read
+    cut short into its own ``TimeoutError``/``ConnectionError``, and Python 3.11's
+    ``asyncio.timeout`` may swallow a cancel that lands as it expires); a loop that
+    goes on after such an error must check, or it never stops.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class UnknownSession(LookupError):

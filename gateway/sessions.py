@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.cluster import Cluster, Held, Inbound
+from gateway.cluster import Cluster, Held, Inbound, raise_if_cancelled
 from gateway.cluster_local import LocalCluster
 from gateway.core.codes import CloseCode
 from gateway.core.events import ServerEvent
@@ -520,6 +520,7 @@ class SessionManager:
             try:
                 await self._placement.on_signal(signal)
             except StoreError as exc:
+                raise_if_cancelled()
                 log.warning("signal %s session=%s failed: %s", signal.kind, signal.session_id, exc)
 
 

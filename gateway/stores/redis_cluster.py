@@ -43,6 +43,7 @@ from gateway.cluster import (
     Signal,
     SignalKind,
     UnknownSession,
+    raise_if_cancelled,
 )
 from gateway.stores.base import SessionStore, StoredEvent, StoreError
 from gateway.stores.fenced import FencedStore
@@ -203,6 +204,7 @@ class RedisCluster:
             try:
                 await self._beat()
             except StoreError as e:
+                raise_if_cancelled()
                 log.warning("instance %s heartbeat failed: %s", self._iid, e)
 
     async def alive(self, instance_id: str) -> bool:
@@ -301,7 +303,9 @@ class RedisCluster:
         try:
             got = await self._r().xread({stream: after}, block=self._block_ms)
         except RedisError as e:
+            raise_if_cancelled()
             raise StoreError(f"Redis cluster {self._store.url}: {e}") from e
+        raise_if_cancelled()
         return cast(list[Any], got[0][1]) if got else []
 
     async def follow(self, session_id: str, after_seq: int) -> AsyncIterator[list[StoredEvent]]:

@@ -323,3 +323,21 @@ async def test_a_redis_restart_mid_turn_loses_nothing_the_client_got(tmp_path: P
             await client.ws.close()
     finally:
         server.stop()
+
+
+async def test_an_owner_killed_with_no_client_around_is_recovered_by_the_sweeper(
+    redis_url: str,
+) -> None:
+    with gateway_instances(2, redis_url) as (a, b):
+        client = await Client.connect(a.ws)
+        ready = await client.ready()
+        await client.send(LONG)
+        await client.recv_type("response.tts")
+        a.kill()
+        async with httpx.AsyncClient(base_url=b.http) as http:
+            for _ in range(100):  # the 1 s TTL, then a 1 s sweep on B
+                await asyncio.sleep(0.1)
+                got = (await http.get(f"/sessions/{ready['session_id']}")).json()
+                if got["turns"] and got["turns"][-1]["status"] == "failed":
+                    break
+            assert got["turns"][-1]["status"] == "failed"
