@@ -197,9 +197,9 @@ class Cluster(Protocol):
         ...
 
     async def pending_input(self, lease: Lease) -> list[Inbound]:
-        """The inbox after ``lease.inbox_after`` as it is now, without waiting, all
-        marked handled (a new owner takes what its predecessor left). Raises
-        :class:`LeaseLost`."""
+        """The inbox after the last message marked handled, as it is now, without
+        waiting; all of it is marked handled (a new owner takes what its predecessor
+        left). Raises :class:`LeaseLost`."""
         ...
 
     async def notify(self, instance_id: str, signal: Signal) -> None:
