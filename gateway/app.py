@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -20,6 +21,8 @@ from starlette.websockets import WebSocket
 from gateway.adapters import adapter_routes
 from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
+from gateway.budgets import CappedStore
+from gateway.check import CheckFailed, check_provider
 from gateway.cluster import raise_if_cancelled
 from gateway.connection import Connection, InputLimits, SessionPort
 from gateway.core import wire
@@ -31,15 +34,23 @@ from gateway.core.wire import WireError
 from gateway.deps import manager_of, store_of
 from gateway.errors import AuthError
 from gateway.generation import ProviderPolicy
-from gateway.guard import Guard
+from gateway.guard import Guard, log_posture
+from gateway.hosts import BrowserGate
+from gateway.instrumented import InstrumentedProvider, InstrumentedStore
+from gateway.logformat import describe_store
+from gateway.ops import Telemetry, ops_middleware, ops_routes
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
-from gateway.providers.offline import OfflineProvider
+from gateway.providers.factory import build_provider
+from gateway.responses import problem
 from gateway.serving import close_quietly, serve_socket
 from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
-from gateway.stores.base import StoreError
+from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import cluster_for, is_distributed, open_store
+from gateway.tenants import address_principal
+from gateway.tracing import Tracing
+from gateway.transport import TransportLimits, protocol_classes, socket_cap
 
 log = logging.getLogger("gateway")
 
@@ -54,20 +65,6 @@ class WebFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "no-cache"
         return response
-
-
-def build_provider(settings: Settings) -> LLMProvider:
-    """Gemini when a key is set, the offline provider otherwise."""
-    if settings.uses_gemini and settings.gemini_api_key is not None:
-        from gateway.providers.gemini import GeminiProvider
-
-        return GeminiProvider(
-            api_key=settings.gemini_api_key.get_secret_value(),
-            model=settings.gemini_model,
-            base_url=settings.gemini_base_url,
-            timeout_s=settings.gemini_timeout_s,
-        )
-    return OfflineProvider(token_delay_s=settings.offline_token_delay_ms / 1000)
 
 
 class NativeCodec:
@@ -112,33 +109,65 @@ async def _sweep_forever(manager: SessionManager, settings: Settings) -> None:
         raise_if_cancelled()  # a cancel the store client swallowed or turned into an error
 
 
-def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> Starlette:
-    """Build the gateway app; ``provider`` overrides the one the settings choose."""
+def create_app(
+    settings: Settings,
+    *,
+    provider: LLMProvider | None = None,
+    store: Callable[[SessionStore], SessionStore] | None = None,
+    tracing: Tracing | None = None,
+) -> Starlette:
+    """Build the gateway app; ``provider`` overrides the one the settings choose,
+    ``store`` wraps the opened store (fault injection in tests), and ``tracing`` the
+    tracing the ``OTEL_*`` variables configure."""
+    telemetry = Telemetry.from_settings(settings, tracing)
     session_config = SessionConfig(
         provider="",
         model="",
         system_instruction=settings.system_instruction(),
         language=settings.language,
         max_text_chars=settings.max_text_chars,
+        max_instructions_chars=settings.max_instructions_chars,
+        max_session_chars=settings.max_session_chars,
         max_chunk_chars=settings.max_chunk_chars,
+        generation=settings.generation(),
+        context=settings.context_budget(),
+        max_session_tokens=settings.max_session_tokens,
+        fallback_text=settings.fallback_lines(),
     )
 
     guard = Guard.from_settings(settings)
+    wrap_store = store
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         llm = provider if provider is not None else build_provider(settings)
         if llm.name == "offline":
             log.warning(
-                "No GEMINI_API_KEY or GOOGLE_API_KEY set: serving the built-in OFFLINE provider "
+                "No GEMINI_API_KEY or OPENAI_API_KEY set: serving the built-in OFFLINE provider "
                 "(deterministic echo replies, no network). Set GEMINI_API_KEY to talk to Gemini."
             )
         else:
             log.info("provider=%s model=%s", llm.name, llm.model)
-        store = await open_store(
-            settings.store_url, ttl_s=settings.session_ttl_s, max_events=settings.replay_capacity
+            if settings.check_provider:
+                await _check_at_start(llm)
+        llm = InstrumentedProvider(llm, telemetry.metrics, telemetry.tracing)
+        try:
+            opened = await open_store(
+                settings.store_url,
+                ttl_s=settings.session_ttl_s,
+                max_events=settings.replay_capacity,
+            )
+        except StoreLocked as locked:
+            log.error("%s", locked)
+            raise
+        capped = await CappedStore.wrap(  # GATEWAY_MAX_STORED_SESSIONS (gateway.budgets)
+            opened if wrap_store is None else wrap_store(opened),
+            max_sessions=settings.max_stored_sessions,
+            log_events=settings.replay_capacity,
         )
-        log.info("session store: %s", settings.store_url.split("://", 1)[0])
+        store = InstrumentedStore(capped, telemetry.metrics, telemetry.tracing)
+        log.info("session store: %s", describe_store(settings.store_url))
+        log_posture(settings)
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -154,7 +183,9 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
             handover_s=settings.drain_s + settings.instance_ttl_s + 2,
         )
         try:
-            async with cluster_for(store, instance_ttl_s=settings.instance_ttl_s) as cluster:
+            # The cluster works on the backend itself; the manager writes through the
+            # wrappers, its commits fenced by each session's lease.
+            async with cluster_for(opened, instance_ttl_s=settings.instance_ttl_s) as cluster:
                 manager = SessionManager(provider=llm, store=store, config=config, cluster=cluster)
                 if settings.store_url.startswith("sqlite") or is_distributed(settings.store_url):
                     # SQLite: this process alone writes the file (it holds its lock), so
@@ -164,6 +195,7 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
                 app.state.manager = manager
                 app.state.store = store
                 app.state.guard = guard
+                telemetry.metrics.count_live_sessions(manager.__len__)
                 loop = asyncio.get_running_loop()
                 background = {loop.create_task(_sweep_forever(manager, settings), name="sweeper")}
                 if cluster.distributed:
@@ -197,7 +229,8 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
 
         async def opener(connection: Connection) -> SessionPort:
             if resume is None:
-                runtime, _ = await manager.start(connection, principal=name)
+                owner = name or address_principal(websocket)  # gateway.tenants
+                runtime, _ = await manager.start(connection, principal=owner)
                 return runtime
             session_id, token, last_seq = resume
             return await manager.resume_or_follow(
@@ -218,10 +251,28 @@ def create_app(settings: Settings, *, provider: LLMProvider | None = None) -> St
         WebSocketRoute("/ws", websocket_native),
         *api_routes(manager_of, store_of),
         *adapter_routes(settings),
+        *ops_routes(settings, telemetry),
     ]
     if WEB_DIR.is_dir():
         routes.append(Mount("/", app=WebFiles(directory=WEB_DIR, html=True), name="web"))
-    return Starlette(routes=routes, lifespan=lifespan)
+    # Outermost first: request ids and edge metrics see every request, refused ones too;
+    # then the host and origin gate; then CORS and OPTIONS.
+    middleware = ops_middleware(settings, telemetry)
+    middleware.insert(1, Middleware(BrowserGate, settings=settings))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app.state.telemetry = telemetry
+    return app
+
+
+async def _check_at_start(llm: LLMProvider) -> None:
+    """``GATEWAY_CHECK_PROVIDER``: refuse to start when the key or model is wrong."""
+    try:
+        result = await check_provider(llm)
+    except CheckFailed as failed:
+        await llm.aclose()
+        log.error("provider check failed, not starting: %s", failed)
+        raise
+    log.info("provider check: %s", result.describe())
 
 
 def input_limits(settings: Settings) -> InputLimits:
@@ -234,9 +285,10 @@ def input_limits(settings: Settings) -> InputLimits:
 
 
 def _denial(refused: AuthError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": refused.code, "message": refused.message}},
-        status_code=refused.status,
+    return problem(
+        refused.status,
+        refused.code,
+        refused.message,
         headers={"WWW-Authenticate": "Bearer"} if refused.status == 401 else None,
     )
 
@@ -249,9 +301,25 @@ async def drain(app: Starlette, settings: Settings) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Server options that belong to the gateway's behaviour (used by the CLI and tests)."""
+    """Server options that belong to the gateway's behaviour (used by the CLI and tests):
+    the protocol classes of :mod:`gateway.transport` carry the connection limits."""
+    http, ws = protocol_classes(
+        TransportLimits(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_sockets=socket_cap(settings.max_sockets, settings.fd_reserve),
+            probe_slots=max(1, settings.fd_reserve // 2),
+            max_in_bytes_per_s=settings.max_in_bytes_per_s,
+        )
+    )
     return {
-        "ws": "websockets-sansio",
+        "http": http,
+        "ws": ws,
+        "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
+        # No permessage-deflate: text frames are small, and compression would let a
+        # client send many times the byte budget (and costs zlib state per socket).
+        "ws_per_message_deflate": False,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }

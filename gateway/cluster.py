@@ -167,9 +167,10 @@ class Cluster(Protocol):
         """Release every lease this instance holds (drain); how many were released."""
         ...
 
-    def fenced_store(self, lease: Lease) -> SessionStore:
-        """The store as the holder of ``lease`` writes it: every commit is refused
-        (``Fenced``) once the lease is no longer the session's."""
+    def fenced_store(self, lease: Lease, store: SessionStore | None = None) -> SessionStore:
+        """``store`` (by default the cluster's own backend; pass the wrapped store the
+        gateway writes through) as the holder of ``lease`` writes it: every commit is
+        refused (``Fenced``) once the lease is no longer the session's."""
         ...
 
     async def claim_edge(self, session_id: str) -> tuple[int, str]:

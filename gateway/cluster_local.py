@@ -154,8 +154,8 @@ class LocalCluster:
             released += await self.release(lease)
         return released
 
-    def fenced_store(self, lease: Lease) -> SessionStore:
-        store = self._store
+    def fenced_store(self, lease: Lease, store: SessionStore | None = None) -> SessionStore:
+        store = self._store if store is None else store
 
         async def commit(
             session_id: str,

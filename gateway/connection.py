@@ -30,6 +30,7 @@ from gateway.core.limits import TokenBucket
 from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
 from gateway.lifecycle import CONNECTION_TRANSITIONS, ConnectionState, Lifecycle
+from gateway.metrics import GatewayMetrics
 from gateway.runtime import ClientSink
 
 log = logging.getLogger("gateway.connection")
@@ -124,6 +125,7 @@ class Connection:
         queue_size: int,
         heartbeat_s: float,
         limits: InputLimits | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._ws = websocket
         self._codec = codec
@@ -139,6 +141,7 @@ class Connection:
         )
         self._last_seq = 0
         self.close_code: int | None = None
+        self._metrics = metrics
 
     @property
     def state(self) -> ConnectionState:
@@ -173,6 +176,8 @@ class Connection:
         self._put(text)
         self._queued += 1
         self._last_seq = frame.seq
+        if self._metrics is not None:
+            self._metrics.send_queue_depth.observe(self._queued)
 
     def replay(self, frames: Sequence[LoggedEvent]) -> None:
         """Queue a resume replay: streamed by the writer, outside the queue's bound."""

@@ -3,10 +3,17 @@
 ::
 
     GatewayError                    anything the gateway raises on purpose
+     ├── SettingsError              start-up configuration is invalid (settings.py)
      ├── StoreError                 the session store failed (unreachable, corrupt, full)
      │    ├── StoreLocked           another process holds the store (one SQLite writer)
+     │    ├── StoreUnavailable      no commit within GATEWAY_STORE_RETRY_S (pipeline.py)
      │    └── Fenced                a commit's lease was superseded (another instance owns it)
      ├── ProviderError              a model call failed: code, retryable, status
+     ├── RequestError               an HTTP platform request cannot be served
+     │    ├── BodyTooLarge          over the route's body limit (adapters/sse.py)
+     │    ├── BadWebhook            not a Layercode webhook (adapters/layercode_wire.py)
+     │    ├── UnknownWebhook        a Layercode webhook type not known (same)
+     │    └── BadRequest            a chat completion request at fault (adapters/openai_wire.py)
      ├── AuthError                  a request is refused: status 401/403, code, message
      ├── StateError                 a stored session snapshot cannot be read
      ├── SessionError               a session cannot be opened or used as asked
@@ -15,8 +22,10 @@
      │    └── RuntimeStopped        the session's runtime stopped: open it afresh
      └── InvalidTransition          a lifecycle was asked for a transition it does not have
 
-Bad client *input* is not an exception: the wire decoders return a
-``WireError`` value, answered with an ``error`` event. ``InvalidTransition`` is a
+Leaves that belong to one module are defined there, on these bases. Bad client
+*input* on a WebSocket is not an exception: the wire decoders return a
+``WireError`` value, answered with an ``error`` event. A bad argument to a
+function (a programming error) raises the built-in ``ValueError``. ``InvalidTransition`` is a
 bug in the gateway, never the client's doing; the session's failure boundary
 catches it like any other unexpected exception.
 
@@ -28,6 +37,10 @@ from __future__ import annotations
 
 class GatewayError(Exception):
     """Base of every exception the gateway raises on purpose."""
+
+
+class SettingsError(GatewayError):
+    """Start-up configuration is invalid; the message names each bad variable."""
 
 
 class StoreError(GatewayError):
@@ -50,9 +63,10 @@ class ProviderError(GatewayError):
     """A provider call failed.
 
     ``code`` is a stable machine-readable name (``rate_limited``, ``unavailable``,
-    ``bad_request``, ``auth_failed``, ``timeout``, ``connection_lost``,
-    ``bad_response``, ``provider_error``); ``retryable`` says whether the same
-    request may succeed if sent again; ``status`` is the HTTP status when there was one.
+    ``bad_request``, ``auth_failed``, ``model_not_found``, ``timeout``,
+    ``connection_lost``, ``bad_response``, ``provider_error``); ``retryable`` says
+    whether the same request may succeed if sent again; ``status`` is the HTTP
+    status when there was one.
     """
 
     def __init__(
@@ -68,6 +82,10 @@ class ProviderError(GatewayError):
         self.code = code
         self.retryable = retryable
         self.status = status
+
+
+class RequestError(GatewayError):
+    """An HTTP platform request cannot be served; the message says why."""
 
 
 class AuthError(GatewayError):

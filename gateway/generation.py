@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.core.history import GenerationRequest
+from gateway.core.history import Finish, GenerationRequest, StreamItem, Usage
 from gateway.errors import ProviderError
 from gateway.providers.base import LLMProvider
 
@@ -49,8 +49,12 @@ class TurnSink(Protocol):
         """Forget the turn's text for a retry; ``False`` once a chunk was sent."""
         ...
 
-    def done(self, turn_id: str) -> None:
-        """The reply is complete."""
+    def usage(self, turn_id: str, usage: Usage) -> None:
+        """The provider's token counts so far (the last one counts)."""
+        ...
+
+    def done(self, turn_id: str, finish: Finish | None) -> None:
+        """The reply is complete; ``finish`` says how, when the provider said."""
         ...
 
     def failed(self, turn_id: str, error: ProviderError) -> None:
@@ -81,7 +85,7 @@ async def generate(
     try:
         while True:
             try:
-                await _stream(request, provider=provider, sink=sink, policy=policy)
+                finish = await _stream(request, provider=provider, sink=sink, policy=policy)
             except ProviderError as exc:
                 if exc.retryable and attempt < policy.retries and sink.restart(turn_id):
                     attempt += 1
@@ -107,7 +111,7 @@ async def generate(
                 )
                 sink.failed(turn_id, exc)
             else:
-                sink.done(turn_id)
+                sink.done(turn_id, finish)
             return
     except Exception as exc:  # noqa: BLE001 -- the failure boundary of a turn: fail the turn, keep the session
         sink.crashed(turn_id, exc)
@@ -115,33 +119,40 @@ async def generate(
 
 async def _stream(
     request: GenerationRequest, *, provider: LLMProvider, sink: TurnSink, policy: ProviderPolicy
-) -> None:
+) -> Finish | None:
     """Feed one provider stream to the sink, with first-token and between-token
-    timeouts; the stream is closed however this ends."""
+    timeouts, and return how it finished; the stream is closed however this ends."""
     turn_id = request.turn_id
     stream = provider.stream(request)
     iterator = aiter(stream)
     limit = policy.first_token_timeout_s
+    finish: Finish | None = None
     try:
         while True:
             try:
                 async with asyncio.timeout(limit):
-                    delta = await anext(iterator)
+                    item = await anext(iterator)
             except StopAsyncIteration:
-                return
+                return finish
             except TimeoutError as exc:
                 what = "first text" if limit == policy.first_token_timeout_s else "next text"
                 raise ProviderError(
                     f"the model sent no {what} within {limit:g} s", code="timeout", retryable=True
                 ) from exc
+            if isinstance(item, Usage):
+                sink.usage(turn_id, item)
+                continue
+            if isinstance(item, Finish):
+                finish = item
+                continue
             limit = policy.token_timeout_s
-            sink.delta(turn_id, delta)
+            sink.delta(turn_id, item)
             await sink.room()
     finally:
         await _aclose(stream)
 
 
-async def _aclose(stream: AsyncIterator[str]) -> None:
+async def _aclose(stream: AsyncIterator[StreamItem]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()

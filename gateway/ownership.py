@@ -92,7 +92,7 @@ class Ownership:
                     ) from held
                 await asyncio.sleep(POLL_S)
                 continue
-            self._leases[session_id] = (lease, self._cluster.fenced_store(lease))
+            self._leases[session_id] = (lease, self._cluster.fenced_store(lease, self._store))
             return
 
     async def try_own(self, session_id: str, epoch: int) -> Held | None:
@@ -105,7 +105,7 @@ class Ownership:
         except Held as held:
             await self._ask(held.placement.owner, session_id, epoch)
             return held
-        self._leases[session_id] = (lease, self._cluster.fenced_store(lease))
+        self._leases[session_id] = (lease, self._cluster.fenced_store(lease, self._store))
         return None
 
     def lease(self, session_id: str) -> Lease | None:

@@ -45,6 +45,7 @@ from gateway.core.events import (
     ServerEvent,
     SessionReconnect,
 )
+from gateway.core.history import Finish, Usage
 from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
 from gateway.core.state import encode_state
@@ -500,9 +501,12 @@ class SessionRuntime:
     def restart(self, turn_id: str) -> bool:
         return self.session.restart_turn(turn_id)
 
-    def done(self, turn_id: str) -> None:
+    def usage(self, turn_id: str, usage: Usage) -> None:
+        self.session.provider_usage(turn_id, usage)
+
+    def done(self, turn_id: str, finish: Finish | None) -> None:
         self._forget(turn_id)
-        self.session.provider_done(turn_id, self._clock())
+        self.session.provider_done(turn_id, self._clock(), finish)
         self._apply()
 
     def failed(self, turn_id: str, error: ProviderError) -> None:

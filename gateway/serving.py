@@ -19,6 +19,7 @@ from gateway.connection import Codec, Connection, InputLimits, SessionPort
 from gateway.core.codes import CloseCode
 from gateway.errors import ResumeRefused, StoreError, TooManySessions
 from gateway.guard import Guard
+from gateway.logformat import bind_session
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.connection")
@@ -60,6 +61,7 @@ async def serve_socket(
             queue_size=settings.send_queue_size,
             heartbeat_s=settings.heartbeat_s,
             limits=limits,
+            metrics=websocket.app.state.telemetry.metrics,
         )
         try:
             runtime = await opener(connection)
@@ -77,6 +79,7 @@ async def serve_socket(
         if runtime is None:
             return
         session_id = runtime.session.id
+        bind_session(session_id)
         log.info("%s: connection open session=%s", route, session_id)
         try:
             await connection.serve(runtime)

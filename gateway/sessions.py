@@ -47,6 +47,7 @@ from gateway.providers.base import LLMProvider
 from gateway.relay import Relay
 from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
+from gateway.tenants import platform_principal
 
 __all__ = ["ManagerConfig", "ResumeRefused", "SessionManager", "TooManySessions"]
 
@@ -165,11 +166,12 @@ class SessionManager:
                 return await self._restore_stored(stored)
             now = self._clock()
             session = Session(session_id, self._config.session)
-            meta = SessionMeta(session_id, hash_token(new_resume_token()), kind, now, now)
+            owner = platform_principal(kind)  # never a caller's name (gateway.tenants)
+            meta = SessionMeta(session_id, hash_token(new_resume_token()), owner, now, now)
             await self._store.create(meta, encode_state(session.state()))
             await self._placement.own(session_id)
             replay = ReplayLog(self._config.replay_capacity)
-            return self._run(session, meta.token_hash, replay, kind)
+            return self._run(session, meta.token_hash, replay, owner)
 
     async def attach_keyed(
         self,

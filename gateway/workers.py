@@ -23,8 +23,6 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-import uvicorn
-
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.workers")
@@ -39,32 +37,32 @@ def refusal(settings: Settings, workers: int) -> str | None:
     if workers > 1 and not is_distributed(settings.store_url):
         scheme = settings.store_url.partition("://")[0]
         return (
-            f"--workers {workers} needs a store the workers share: set "
-            f"GATEWAY_STORE=redis://host:6379/0 (see README, Running several instances). "
-            f"With {scheme} every worker would hold its own sessions, and a client "
-            "resuming on another worker would not find its session."
+            f"--workers {workers} needs a store the workers share: with {scheme} every "
+            "session is held by one process (a SQLite file belongs to one process), so a "
+            "client resuming on another worker would not find its session. Set "
+            "GATEWAY_STORE=redis://host:6379/0 to share sessions through Redis "
+            "(README, Running several instances)."
         )
     return None
 
 
-def _serve(settings: Settings, config: uvicorn.Config, sock: socket.socket) -> None:
+def _serve(settings: Settings, sock: socket.socket) -> None:
     """One worker: the whole gateway, on the parent's socket."""
     from gateway.app import create_app, drain
-    from gateway.cli import GatewayServer
+    from gateway.cli import GatewayServer, server_config
     from gateway.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    config.app = app
+    config = server_config(settings, app)
     GatewayServer(config, drain=lambda: drain(app, settings)).run(sockets=[sock])
 
 
 class Supervisor:
     """Starts, restarts and stops the worker processes."""
 
-    def __init__(self, settings: Settings, config: uvicorn.Config, workers: int) -> None:
+    def __init__(self, settings: Settings, workers: int) -> None:
         self._settings = settings
-        self._config = config
         self._count = workers
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[BaseProcess] = []
@@ -72,32 +70,18 @@ class Supervisor:
 
     def _start(self, sock: socket.socket) -> BaseProcess:
         proc = self._context.Process(
-            target=_serve, args=(self._settings, self._config, sock), name="voice-gateway-worker"
+            target=_serve, args=(self._settings, sock), name="voice-gateway-worker"
         )
         proc.start()
         log.info("started worker process [%s]", proc.pid)
         return proc
 
-    def _listen(self) -> socket.socket:
-        """Bind and listen before any worker runs: connections wait in the backlog."""
-        host, port = self._settings.host, self._settings.port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(self._config.backlog)
-        sock.set_inheritable(True)
-        logging.getLogger("uvicorn.error").info(
-            "Uvicorn running on http://%s:%d with %d workers", host, port, self._count
-        )
-        return sock
-
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
-    def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; 0 when every worker exited cleanly."""
-        sock = self._listen()
+    def run(self, sock: socket.socket) -> int:
+        """Serve ``sock`` (bound and listening) until SIGTERM/SIGINT; 0 when every
+        worker exited cleanly."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         try:

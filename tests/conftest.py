@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.support.fake_gemini",
+    "tests.support.fake_openai",
     "tests.support.gateway",
     "tests.support.redis_server",
 ]

@@ -110,4 +110,4 @@ async def test_keyed_sessions_are_stable_per_platform_key() -> None:
     assert manager.live(ephemeral.session.id) is None
     stored = await store.get(first.session.id)
     assert stored is not None
-    assert stored.meta.principal == "twilio"
+    assert stored.meta.principal == "platform:twilio"  # gateway.tenants

@@ -74,6 +74,9 @@ let spaceHeld = false;
 let pointerHeld = false;
 
 function gatewayUrl() {
+  // <meta name="voice-gateway-url"> names the gateway when the page is served elsewhere.
+  const configured = document.querySelector('meta[name="voice-gateway-url"]')?.content.trim();
+  if (configured) return `${configured.replace(/\/+$/, "")}/ws`;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws`;
 }

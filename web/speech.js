@@ -97,6 +97,7 @@ export class Speaker extends EventTarget {
     utterance.addEventListener("error", (event) => {
       if (!current() || CANCEL_ERRORS.has(event.error)) return;
       item.done = true; // not heard: no ack, and it does not count as heard text
+      item.failed = true; // but it was shown: the user read it instead
       this._emit("failed", { error: event.error ?? "unknown" });
       this._settle(turnId);
     });
@@ -113,13 +114,19 @@ export class Speaker extends EventTarget {
 
   /**
    * Barge-in: stop speaking now. Returns, for each turn that was still speaking or
-   * streaming, `{turnId, heardText}`; heardText is null when the browser cannot speak.
+   * streaming, `{turnId, heardText}`. heardText is null when the browser cannot speak
+   * at all (the gateway then keeps the chunks it sent); when speech failed for a chunk
+   * of the turn, it is everything shown, which the user read instead of hearing.
    */
   interrupt() {
     const cut = [];
     for (const [turnId, turn] of this.turns) {
       if (!turn.streaming && turn.items.every((item) => item.done)) continue;
-      cut.push({ turnId, heardText: this.supported ? this._heard(turn) : null });
+      let heardText = null;
+      if (this.supported) {
+        heardText = turn.items.some((item) => item.failed) ? this._shown(turn) : this._heard(turn);
+      }
+      cut.push({ turnId, heardText });
     }
     this.stop();
     return cut;
@@ -132,6 +139,11 @@ export class Speaker extends EventTarget {
     this.turns.clear();
     if (wasBusy && this.supported) this.synth.cancel();
     if (wasBusy) this._emit("idle", {});
+  }
+
+  _shown(turn) {
+    const items = [...turn.items].sort((a, b) => a.index - b.index);
+    return items.map((item) => item.text).join(" ").trim() || null;
   }
 
   _heard(turn) {

@@ -44,7 +44,7 @@ from gateway.adapters.sse import (
 from gateway.core.events import SetHistory, UserMessage
 from gateway.core.history import Message
 from gateway.deps import manager_of
-from gateway.runtime import SessionRuntime
+from gateway.responses import problem
 from gateway.sessions import ResumeRefused, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
@@ -62,28 +62,10 @@ APOLOGIES: Final = {
 }
 
 
-def _problem(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
 def apology_for(language: str | None) -> str:
     """The apology spoken for a failed turn, in the session's language if known."""
     prefix = (language or "en").split("-")[0].lower()
     return APOLOGIES.get(prefix, APOLOGIES["en"])
-
-
-async def _open(manager: SessionManager, conversation_id: str) -> SessionRuntime:
-    """The conversation's live runtime (never one that is stopping)."""
-    for _ in range(3):
-        runtime = await manager.open_keyed(KIND, conversation_id)
-        if not runtime.stopping:
-            return runtime
-    raise StoreError("the conversation's session keeps stopping")
-
-
-def _seen(runtime: SessionRuntime, message_id: str) -> bool:
-    """Whether the session already answered a message with this id."""
-    return any(seen == message_id for seen, _ in runtime.session.state().seen_ids)
 
 
 async def _only_end(turn_id: str | None) -> Frames:
@@ -95,16 +77,13 @@ async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
     """The SSE frames answering one ``message`` webhook."""
     turn_id = hook.turn_id
     try:
-        runtime = await _open(manager, hook.conversation_id)
+        runtime = await manager.open_keyed(KIND, hook.conversation_id)
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot open conversation=%s", hook.conversation_id)
-        yield _problem(503, "session_unavailable", "the conversation cannot be opened now")
+        yield problem(503, "session_unavailable", "the conversation cannot be opened now")
         return
-    # From here to follower.start() nothing awaits: the check and the turn are atomic.
-    if _seen(runtime, turn_id):
-        log.info("layercode: turn_id=%s was already answered; no new turn", turn_id)
-        yield wire.end(turn_id)
-        return
+    # From here to follower.start() nothing awaits: the runtime cannot stop in between.
+    # A turn_id already answered is the core's to spot (user.duplicate).
     follower = TurnFollower(runtime)
     follower.start(UserMessage(hook.text, id=turn_id))
     try:
@@ -138,10 +117,10 @@ async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
 async def _welcome(manager: SessionManager, hook: SessionStartHook, welcome: str) -> Frames:
     """The welcome turn: speak the configured welcome and add it to the history."""
     try:
-        runtime = await _open(manager, hook.conversation_id)
+        runtime = await manager.open_keyed(KIND, hook.conversation_id)
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot open conversation=%s", hook.conversation_id)
-        yield _problem(503, "session_unavailable", "the conversation cannot be opened now")
+        yield problem(503, "session_unavailable", "the conversation cannot be opened now")
         return
     history = runtime.session.history
     if welcome and (not history or history[-1] != Message("assistant", welcome)):
@@ -160,7 +139,7 @@ async def _end_session(manager: SessionManager, hook: SessionEndHook) -> Respons
         await runtime.stopped()
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot close conversation=%s", hook.conversation_id)
-        return _problem(503, "session_unavailable", "the conversation cannot be closed now")
+        return problem(503, "session_unavailable", "the conversation cannot be closed now")
     log.info("layercode: session ended conversation=%s", hook.conversation_id)
     return JSONResponse({"ok": True})
 
@@ -177,16 +156,16 @@ def routes(settings: Settings) -> list[BaseRoute]:
         try:
             raw = await read_body(request, MAX_BODY_BYTES)
         except BodyTooLarge:
-            return _problem(413, "body_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+            return problem(413, "body_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         except ClientDisconnect:
             return Response(status_code=400)
         if secret is not None:
-            problem = wire.signature_problem(
+            wrong = wire.signature_problem(
                 request.headers.get("layercode-signature"), raw, secret, time.time()
             )
-            if problem is not None:
-                log.warning("layercode: webhook refused: %s", problem)
-                return _problem(401, "invalid_signature", problem)
+            if wrong is not None:
+                log.warning("layercode: webhook refused: %s", wrong)
+                return problem(401, "invalid_signature", wrong)
         try:
             hook = wire.parse_webhook(raw)
         except UnknownWebhook as unknown:
@@ -194,7 +173,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return SseResponse(_only_end(unknown.turn_id))
         except BadWebhook as bad:
             log.info("layercode: bad webhook: %s", bad)
-            return _problem(400, "invalid_webhook", str(bad))
+            return problem(400, "invalid_webhook", str(bad))
         manager = manager_of(request)
         match hook:
             case MessageHook():

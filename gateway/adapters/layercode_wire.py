@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.adapters.sse import sse_data
+from gateway.errors import RequestError
 
 #: How far a signature's timestamp may be from now, in seconds.
 SIGNATURE_TOLERANCE_S: Final = 300.0
@@ -78,11 +79,11 @@ KNOWN_TYPES: Final = frozenset(
 _WEBHOOK: Final[TypeAdapter[Webhook]] = TypeAdapter(Webhook)
 
 
-class BadWebhook(Exception):
+class BadWebhook(RequestError):
     """The body is not a webhook this adapter can read; the message says why."""
 
 
-class UnknownWebhook(Exception):
+class UnknownWebhook(RequestError):
     """A well-formed webhook of a type this adapter does not know."""
 
     def __init__(self, type_: str, turn_id: str | None) -> None:
@@ -100,8 +101,8 @@ def parse_webhook(raw: bytes) -> Webhook:
     if not isinstance(body, dict):
         raise BadWebhook("the body must be a JSON object")
     type_ = body.get("type")
-    if not isinstance(type_, str):
-        raise BadWebhook("type: a string is required")
+    if not isinstance(type_, str) or not type_:
+        raise BadWebhook("type: a non-empty string is required")
     if type_ not in KNOWN_TYPES:
         turn_id = body.get("turn_id")
         raise UnknownWebhook(type_[:64], turn_id if isinstance(turn_id, str) else None)

@@ -6,10 +6,18 @@ runs in an ephemeral session (a fresh in-memory store) that answers the
 transcript in one turn and is stopped when the response is done or the client
 leaves. Streamed deltas are the chunker's whole sentences, so the platform's TTS
 gets speakable text. See docs/adapters/openai-compatible.md.
+
+A provider failure is answered only after the gateway's own retries, so the error
+carries ``x-should-retry: false`` (which the OpenAI SDKs honour): a platform's
+retries on top would multiply the calls to the model. Bodies over
+``OPENAI_COMPAT_MAX_BODY_BYTES`` are refused with 413, requests with more than
+``OPENAI_COMPAT_MAX_MESSAGES`` messages with 400; a large body is parsed in a
+worker thread so that other sessions never wait for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -45,8 +53,8 @@ from gateway.stores.memory import MemoryStore
 log = logging.getLogger("gateway.adapters.openai")
 
 PATH: Final = "/v1/chat/completions"
-#: Request bodies larger than this are refused (the platform sends the whole transcript).
-MAX_BODY_BYTES: Final = 1 << 20
+#: Bodies larger than this are parsed in a worker thread, off the event loop.
+PARSE_IN_THREAD_BYTES: Final = 128 << 10
 #: ``model`` in responses when the session never said which model it runs.
 FALLBACK_MODEL: Final = "voice-gateway"
 
@@ -68,14 +76,24 @@ def authorized(header: str | None, keys: tuple[bytes, ...]) -> bool:
 
 
 def _provider_error(error: Error) -> Response:
-    retry = "retrying may succeed" if error.retryable else "retrying will not help"
+    retry = "retrying later may succeed" if error.retryable else "retrying will not help"
     return wire.error_response(
         502,
         f"{error.message} ({retry})",
         type_="server_error",
         code=error.detail or str(error.code),
         retryable=bool(error.retryable),
+        # The gateway already retried what could be retried (before the first chunk).
+        headers={"x-should-retry": "false"},
     )
+
+
+def _parse(
+    raw: bytes, max_messages: int
+) -> tuple[wire.ChatRequest, str | None, tuple[Message, ...], int]:
+    chat = wire.parse_request(raw, max_messages=max_messages)
+    system, transcript, ignored = wire.split_messages(chat)
+    return chat, system, transcript, ignored
 
 
 def _cut(reason: str) -> Response:
@@ -92,9 +110,15 @@ class _Completion:
     """
 
     def __init__(
-        self, manager: SessionManager, system: str | None, transcript: tuple[Message, ...]
+        self,
+        manager: SessionManager,
+        system: str | None,
+        transcript: tuple[Message, ...],
+        *,
+        include_usage: bool = False,
     ) -> None:
         self.id = wire.completion_id()
+        self.include_usage = include_usage
         self.created = int(time.time())
         self._manager = manager
         self._turn = TranscriptTurn(transcript, reply_to=self.id, instructions=system)
@@ -134,6 +158,7 @@ async def _streamed(completion: _Completion) -> Frames:
     answered with a 502 error instead, so the platform can retry or fall back.
     """
     started = False
+    finish, usage = "stop", None
     try:
         follower = completion.start()
         async for update in follower:
@@ -156,11 +181,18 @@ async def _streamed(completion: _Completion) -> Frames:
                 case Cut(reason=reason) if not started:
                     yield _cut(reason)
                     return
-                case Ended() | Cut():
+                case Ended(end=end):
+                    finish = wire.finish_reason(end.reason)
+                    usage = end.usage
+                case Cut():
                     pass
         if not started:
             yield _delta(completion, {"role": "assistant", "content": ""})
-        yield _delta(completion, {}, finish_reason="stop")
+        yield _delta(completion, {}, finish_reason=finish)
+        if completion.include_usage:
+            yield sse_data(
+                wire.usage_chunk(completion.id, completion.created, completion.model, usage)
+            )
         yield SSE_DONE
     finally:
         await completion.aclose()
@@ -189,7 +221,12 @@ async def _whole(completion: _Completion) -> Frames:
                 case Ended(end=end):
                     yield JSONResponse(
                         wire.completion(
-                            completion.id, completion.created, completion.model, end.text
+                            completion.id,
+                            completion.created,
+                            completion.model,
+                            end.text,
+                            usage=end.usage,
+                            finish=wire.finish_reason(end.reason),
                         )
                     )
                     return
@@ -203,6 +240,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     if not keys:
         log.info("openai: OPENAI_COMPAT_API_KEYS is not set; %s needs no key", PATH)
     max_text_chars = settings.max_text_chars
+    max_body = settings.openai_compat_max_body_bytes
+    max_messages = settings.openai_compat_max_messages
 
     async def chat_completions(request: Request) -> Response:
         if keys and not authorized(request.headers.get("authorization"), keys):
@@ -214,13 +253,17 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
-            raw = await read_body(request, MAX_BODY_BYTES)
-            chat = wire.parse_request(raw)
-            system, transcript, ignored = wire.split_messages(chat)
+            raw = await read_body(request, max_body)
+            if len(raw) > PARSE_IN_THREAD_BYTES:
+                chat, system, transcript, ignored = await asyncio.to_thread(
+                    _parse, raw, max_messages
+                )
+            else:
+                chat, system, transcript, ignored = _parse(raw, max_messages)
         except BodyTooLarge:
             return wire.error_response(
                 413,
-                f"the request body exceeds {MAX_BODY_BYTES} bytes",
+                f"the request body exceeds {max_body} bytes (OPENAI_COMPAT_MAX_BODY_BYTES)",
                 type_="invalid_request_error",
                 code="request_too_large",
             )
@@ -240,7 +283,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
             )
         if ignored:
             log.debug("openai: ignored %d tool/function message(s)", ignored)
-        completion = _Completion(manager_of(request), system, transcript)
+        completion = _Completion(
+            manager_of(request), system, transcript, include_usage=chat.include_usage
+        )
         return SseResponse(_streamed(completion) if chat.stream else _whole(completion))
 
     return [Route(PATH, chat_completions, methods=["POST"])]

@@ -15,7 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from gateway.core.history import Message
+from gateway.core.history import Message, Usage
+from gateway.errors import RequestError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 #: Roles whose text becomes the system instructions of the request.
@@ -49,15 +50,27 @@ class ChatMessage(BaseModel):
         return "".join(p.text or "" for p in self.content if p.type == "text")
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    include_usage: bool | None = False
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """The client asked for a usage chunk at the end of the stream."""
+        return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class BadRequest(Exception):
+class BadRequest(RequestError):
     """The request cannot be served; ``param`` names the field at fault."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
@@ -67,14 +80,22 @@ class BadRequest(Exception):
         self.code = code
 
 
-def parse_request(raw: bytes) -> ChatRequest:
-    """The request in ``raw``; raises :class:`BadRequest` naming the problem."""
+def parse_request(raw: bytes, *, max_messages: int | None = None) -> ChatRequest:
+    """The request in ``raw``; raises :class:`BadRequest` naming the problem (code
+    ``too_many_messages`` for more than ``max_messages`` messages)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
+    messages = body.get("messages")
+    if max_messages is not None and isinstance(messages, list) and len(messages) > max_messages:
+        raise BadRequest(
+            f"the request has {len(messages)} messages; the limit is {max_messages}",
+            param="messages",
+            code="too_many_messages",
+        )
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
@@ -144,8 +165,50 @@ def chunk(
     }
 
 
-def completion(id_: str, created: int, model: str, text: str) -> dict[str, Any]:
-    """A whole ``chat.completion``; the gateway does not count tokens (usage is zeros)."""
+def usage_fields(usage: Usage | None) -> dict[str, Any]:
+    """OpenAI's ``usage`` object from the provider's counts (zeros when there were none)."""
+    if usage is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.thinking_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.thinking_tokens}
+    return out
+
+
+def usage_chunk(id_: str, created: int, model: str, usage: Usage | None) -> dict[str, Any]:
+    """The last chunk of a stream that asked for ``stream_options.include_usage``."""
+    return {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": usage_fields(usage),
+    }
+
+
+def finish_reason(end_reason: str | None) -> str:
+    """``length`` for a reply cut at the token limit, else ``stop``."""
+    return "length" if end_reason == "max_tokens" else "stop"
+
+
+def completion(
+    id_: str,
+    created: int,
+    model: str,
+    text: str,
+    *,
+    usage: Usage | None = None,
+    finish: str = "stop",
+) -> dict[str, Any]:
+    """A whole ``chat.completion`` with the provider's token counts."""
     return {
         "id": id_,
         "object": "chat.completion",
@@ -157,10 +220,10 @@ def completion(id_: str, created: int, model: str, text: str) -> dict[str, Any]:
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
         ],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": usage_fields(usage),
     }
 
 

@@ -10,7 +10,8 @@ truth for history. The mapping (see docs/adapters/retell.md):
 - ``update_only`` replaces the history with the transcript (no turn);
 - ``response_required`` / ``reminder_required`` replace the history and start a
   turn for that ``response_id``, superseding an older one (reminders get
-  instructions to re-engage the user);
+  instructions to re-engage the user); a stale ``response_id`` (not newer than
+  one already taken, even before a reconnect) is ignored by the core;
 - chunks go out as ``response`` frames of the turn's ``response_id``, then
   ``content_complete: true``. Only the newest ``response_id`` is ever spoken: once
   a newer one is requested, nothing of an older one is sent, not even its
@@ -106,17 +107,19 @@ class RetellCodec:
                     self._transcript = transcript
                     return SetHistory(transcript)
             case rw.ResponseRequired() | rw.ReminderRequired():
+                # Stale ids are the core's to drop (``ordinal``); the codec only
+                # keeps the newest so that nothing of an older response is sent.
                 response_id = parsed.response_id
-                if self._latest is not None and response_id <= self._latest:
-                    log.info("%s: stale response_id %d ignored", PLATFORM, response_id)
-                    return None
-                self._latest = response_id
+                self._latest = (
+                    response_id if self._latest is None else max(self._latest, response_id)
+                )
                 self._transcript = parsed.messages()
                 reminder = isinstance(parsed, rw.ReminderRequired)
                 return TranscriptTurn(
                     self._transcript,
                     reply_to=str(response_id),
                     instructions=REMINDER_INSTRUCTIONS if reminder else None,
+                    ordinal=response_id,
                 )
         return None
 

@@ -22,6 +22,12 @@ from pydantic import (
 from gateway.core.history import Message, Role
 
 _ROLES: dict[str, Role] = {"agent": "assistant", "user": "user"}
+#: Retell counts ``response_id`` up from 0 by one per request; a larger id is not
+#: Retell's, and one near 2**64 would make every later id look stale for good.
+MAX_RESPONSE_ID = 2**31 - 1
+#: ``ping_pong`` timestamps are Unix milliseconds; they are echoed, so they must
+#: stay within what JSON numbers carry exactly.
+MAX_TIMESTAMP = 2**53
 
 
 class _Frame(BaseModel):
@@ -50,7 +56,9 @@ class _WithTranscript(_Frame):
 
 class PingPong(_Frame):
     interaction_type: Literal["ping_pong"]
-    timestamp: StrictInt | StrictFloat
+    timestamp: Annotated[
+        StrictInt | StrictFloat, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)
+    ]
 
 
 class CallDetails(_Frame):
@@ -64,12 +72,12 @@ class UpdateOnly(_WithTranscript):
 
 class ResponseRequired(_WithTranscript):
     interaction_type: Literal["response_required"]
-    response_id: Annotated[StrictInt, Field(ge=0)]
+    response_id: Annotated[StrictInt, Field(ge=0, le=MAX_RESPONSE_ID)]
 
 
 class ReminderRequired(_WithTranscript):
     interaction_type: Literal["reminder_required"]
-    response_id: Annotated[StrictInt, Field(ge=0)]
+    response_id: Annotated[StrictInt, Field(ge=0, le=MAX_RESPONSE_ID)]
 
 
 InboundFrame = Annotated[

@@ -36,6 +36,7 @@ from gateway.core.events import (
     UserDuplicate,
 )
 from gateway.core.replay import LoggedEvent
+from gateway.errors import RequestError
 from gateway.runtime import SessionRuntime
 
 log = logging.getLogger("gateway.adapters.sse")
@@ -54,7 +55,7 @@ def sse_data(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(RequestError):
     """The request body is longer than the adapter accepts."""
 
 

@@ -229,7 +229,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         codec = TwilioCodec(
             max_frame_bytes=settings.max_frame_bytes,
             dtmf_note=settings.twilio_dtmf_note,
-            failure_text=FAILURE_TEXT if english else "",
+            # GATEWAY_FALLBACK_TEXT, when set, is already spoken as the turn's last chunk.
+            failure_text=FAILURE_TEXT if english and not settings.fallback_text else "",
         )
 
         async def setup() -> str | None:

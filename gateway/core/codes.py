@@ -22,6 +22,9 @@ class ErrorCode(StrEnum):
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
+    TOKEN_BUDGET_EXHAUSTED = "token_budget_exhausted"
+    INSTRUCTIONS_TOO_LONG = "instructions_too_long"
+    SESSION_FULL = "session_full"
     PROVIDER_ERROR = "provider_error"
     INTERNAL_ERROR = "internal_error"
 

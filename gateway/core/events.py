@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.core.history import Message
+from gateway.core.history import GenerationSettings, Message, Usage
 
 PROTOCOL_VERSION = 1
 
@@ -45,10 +45,12 @@ class ResponseCreate:
 
 @dataclass(frozen=True, slots=True)
 class SessionUpdate:
-    """Change the session's system instructions and/or language."""
+    """Change the session's system instructions, language and/or generation
+    settings (``generation`` fields that are ``None`` stay as they are)."""
 
     instructions: str | None = None
     language: str | None = None
+    generation: GenerationSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +79,14 @@ class SetHistory:
 class TranscriptTurn:
     """The platform keeps the transcript: replace the history with ``transcript`` and
     answer it in a new turn (superseding a streaming one). ``reply_to`` is the
-    platform's id for this response, reported as ``in_reply_to``."""
+    platform's id for this response, reported as ``in_reply_to``. ``ordinal``
+    orders requests (Retell's increasing ``response_id``): one not newer than the
+    newest already taken is stale and ignored, even across reconnects."""
 
     transcript: tuple[Message, ...]
     reply_to: str | None = None
     instructions: str | None = None
+    ordinal: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +180,7 @@ class SessionUpdated:
     seq: int
     language: str
     instructions: str | None
+    generation: GenerationSettings = GenerationSettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +221,8 @@ class ResponseEnd:
     spoken_text: str | None
     reason: str | None
     latency: Latency
+    #: The provider's token counts for this turn, when it gave them.
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,13 +22,29 @@ class LoggedEvent:
     data: str
 
 
-class ReplayLog:
-    """The last ``capacity`` events, in ``seq`` order, without gaps."""
+#: The most text a session's replay log holds in memory (about 4 MiB of JSON):
+#: without it, 1024 large events (``session.updated`` repeating long
+#: instructions) would hold many megabytes per session.
+DEFAULT_MAX_CHARS = 4 * 1024 * 1024
 
-    def __init__(self, capacity: int = 1024, events: Iterable[LoggedEvent] = ()) -> None:
+
+class ReplayLog:
+    """The last ``capacity`` events, in ``seq`` order, without gaps, and no more of
+    them than fit in ``max_chars`` characters of JSON (the newest one always stays)."""
+
+    def __init__(
+        self,
+        capacity: int = 1024,
+        events: Iterable[LoggedEvent] = (),
+        *,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self._events: deque[LoggedEvent] = deque(maxlen=capacity)
+        self._capacity = capacity
+        self._max_chars = max_chars
+        self._chars = 0
+        self._events: deque[LoggedEvent] = deque()
         for event in events:
             self.append(event)
 
@@ -37,8 +53,13 @@ class ReplayLog:
 
     @property
     def capacity(self) -> int:
-        """How many events the log keeps."""
-        return self._events.maxlen or 0
+        """How many events the log keeps (at most)."""
+        return self._capacity
+
+    @property
+    def chars(self) -> int:
+        """The characters of JSON the log holds now."""
+        return self._chars
 
     @property
     def first_seq(self) -> int | None:
@@ -55,6 +76,11 @@ class ReplayLog:
         if self._events and event.seq != self._events[-1].seq + 1:
             raise ValueError(f"seq {event.seq} does not follow {self._events[-1].seq}")
         self._events.append(event)
+        self._chars += len(event.data)
+        while len(self._events) > 1 and (
+            len(self._events) > self._capacity or self._chars > self._max_chars
+        ):
+            self._chars -= len(self._events.popleft().data)
 
     def since(self, seq: int, upto: int | None = None) -> list[LoggedEvent] | None:
         """Events with ``seq < s <= upto`` (default: all newer), or ``None`` if some

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from gateway.core.chunker import Chunker, ChunkerConfig
 from gateway.core.codes import CloseCode, ErrorCode
+from gateway.core.context import ContextBudget, fit_history
 from gateway.core.effects import (
     CancelGeneration,
     Close,
@@ -52,7 +53,14 @@ from gateway.core.events import (
     UserDuplicate,
     UserMessage,
 )
-from gateway.core.history import GenerationRequest, Message
+from gateway.core.history import (
+    NO_USAGE,
+    Finish,
+    GenerationRequest,
+    GenerationSettings,
+    Message,
+    Usage,
+)
 from gateway.core.records import TurnRecord
 from gateway.core.state import STATE_VERSION, LastReply, OpenTurn, SessionState
 
@@ -72,9 +80,30 @@ class SessionConfig:
     system_instruction: str | None = None
     language: str = "en"
     max_text_chars: int = 4000
+    #: Longest ``instructions`` a client may set (``session.update``, ``response.create``).
+    max_instructions_chars: int = 8000
+    #: The conversation a session may hold, in characters of history: past it a
+    #: ``user.message`` gets ``session_full``; a platform's transcript keeps its newest part.
+    max_session_chars: int = 200_000
     first_chunk_min_chars: int = 40
     first_chunk_max_chars: int = 120
     max_chunk_chars: int = 300
+    #: Generation settings every turn starts from (``session.update`` changes them).
+    generation: GenerationSettings = GenerationSettings()
+    #: How much of the history a turn sends to the model.
+    context: ContextBudget = ContextBudget()
+    #: Tokens (the providers' totals) a session may use; ``None``: no limit.
+    max_session_tokens: int | None = None
+    #: ``(language, line)`` pairs: the line spoken when a turn fails, chosen by the
+    #: session language (exact tag, then its primary subtag, then ``*``).
+    fallback_text: tuple[tuple[str, str], ...] = ()
+
+
+def fallback_line(lines: tuple[tuple[str, str], ...], language: str) -> str | None:
+    """The fallback line for ``language`` among ``lines``, if any."""
+    table = {tag.lower(): text for tag, text in lines}
+    tag = language.lower()
+    return table.get(tag) or table.get(tag.split("-")[0]) or table.get("*")
 
 
 class _Turn:
@@ -84,12 +113,14 @@ class _Turn:
         "acked",
         "chunker",
         "chunks",
+        "fallback",
         "first_chunk_at",
         "first_token_at",
         "id",
         "in_reply_to",
         "parts",
         "started_at",
+        "usage",
         "user_text",
     )
 
@@ -111,6 +142,9 @@ class _Turn:
         self.acked = -1
         self.first_token_at: float | None = None
         self.first_chunk_at: float | None = None
+        self.usage: Usage | None = None
+        #: The last chunk is the fallback line, not the model's text.
+        self.fallback = False
 
 
 def _ms(start: float, end: float | None) -> int | None:
@@ -132,7 +166,10 @@ class Session:
         self._seen: dict[str, str] = {}
         self._turn: _Turn | None = None
         self._last_reply: LastReply | None = None
+        self._last_ordinal: int | None = None
         self._client_acks = False
+        self._generation = GenerationSettings()
+        self._usage = NO_USAGE
         self._effects: list[Effect] = []
         self.closed = False
 
@@ -155,7 +192,10 @@ class Session:
             else OpenTurn(turn.id, turn.in_reply_to, turn.user_text, turn.started_at),
             last_reply=self._last_reply,
             client_acks=self._client_acks,
+            generation=self._generation,
+            usage=self._usage,
             ended=self.closed,
+            last_ordinal=self._last_ordinal,
         )
 
     @classmethod
@@ -185,7 +225,10 @@ class Session:
         session._seen = dict(state.seen_ids)
         session._last_reply = state.last_reply
         session._client_acks = state.client_acks
+        session._generation = state.generation
+        session._usage = state.usage
         session.closed = state.ended
+        session._last_ordinal = state.last_ordinal
         if state.open_turn is not None:
             open_turn = state.open_turn
             turn = _Turn(
@@ -214,6 +257,16 @@ class Session:
     @property
     def instructions(self) -> str | None:
         return self._instructions
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens the session's turns used so far (the providers' own counts)."""
+        return self._usage
+
+    @property
+    def generation(self) -> GenerationSettings:
+        """The generation settings the next turn sends."""
+        return self._config.generation.merged(self._generation)
 
     @property
     def streaming_turn_id(self) -> str | None:
@@ -274,7 +327,10 @@ class Session:
             case PlaybackAck():
                 self._on_playback_ack(event)
             case ResponseCreate():
-                self._start_turn(None, None, now, instructions=event.instructions)
+                if self._within_budget() and self._instructions_fit(
+                    event.instructions, "response.create"
+                ):
+                    self._start_turn(None, None, now, instructions=event.instructions)
             case SessionUpdate():
                 self._on_session_update(event)
             case Ping():
@@ -284,20 +340,45 @@ class Session:
             case SessionEnd():
                 self.end("ended by the client", now)
             case SetHistory():
-                self._history = event.transcript
+                self._history = self._fit(event.transcript)
                 self._last_reply = None
                 self._effects.append(SaveState())
             case TranscriptTurn():
+                if event.ordinal is not None:
+                    if self._last_ordinal is not None and event.ordinal <= self._last_ordinal:
+                        return  # stale: a newer response was already asked for
+                    self._last_ordinal = event.ordinal
+                if not self._within_budget():
+                    return
                 if self._turn is not None:
                     self._end_turn(
                         self._turn, "superseded", now, reason="a newer response was requested"
                     )
-                self._history = event.transcript
+                self._history = self._fit(event.transcript)
                 self._last_reply = None
                 last_user = next(
                     (m.text for m in reversed(event.transcript) if m.role == "user"), None
                 )
                 self._start_turn(event.reply_to, last_user, now, instructions=event.instructions)
+
+    def _instructions_fit(self, instructions: str | None, where: str) -> bool:
+        limit = self._config.max_instructions_chars
+        if instructions is None or len(instructions) <= limit:
+            return True
+        self.reject(
+            ErrorCode.INSTRUCTIONS_TOO_LONG,
+            f"{where} instructions have {len(instructions)} characters; the limit is {limit}",
+        )
+        return False
+
+    def _fit(self, transcript: tuple[Message, ...]) -> tuple[Message, ...]:
+        """The newest part of a platform's transcript that fits the session budget."""
+        budget, kept = self._config.max_session_chars, 0
+        for index in range(len(transcript) - 1, -1, -1):
+            kept += len(transcript[index].text)
+            if kept > budget:
+                return transcript[index + 1 :]
+        return transcript
 
     def reject(
         self, code: ErrorCode, message: str, *, fatal: bool = False, now: float = 0.0
@@ -336,14 +417,63 @@ class Session:
         turn.first_token_at = None
         return True
 
-    def provider_done(self, turn_id: str, now: float) -> None:
-        """The reply for ``turn_id`` is complete."""
+    def provider_usage(self, turn_id: str, usage: Usage) -> None:
+        """The provider counted the tokens of ``turn_id`` (the last count wins)."""
+        turn = self._turn
+        if turn is not None and turn.id == turn_id:
+            turn.usage = usage
+
+    def provider_done(self, turn_id: str, now: float, finish: Finish | None = None) -> None:
+        """The provider stream for ``turn_id`` ended, the way ``finish`` says
+        (``None``: it just ended, as a normal stop).
+
+        A blocked reply fails (detail ``blocked``) without speaking the rest of
+        its text; a reply that stopped for another reason fails (``incomplete``);
+        a reply with no text fails (``empty_reply``); a reply cut at the output
+        token limit completes with reason ``max_tokens``.
+        """
         turn = self._turn
         if turn is None or turn.id != turn_id:
             return
+        reason = "stop" if finish is None else finish.reason
+        raw = f" ({finish.raw})" if finish is not None and finish.raw else ""
+        if reason == "blocked":
+            self.provider_failed(
+                turn_id,
+                now,
+                message=f"the model's safety or policy filter withheld the reply{raw}",
+                retryable=False,
+                detail="blocked",
+            )
+            return
+        if not any(part.strip() for part in turn.parts):
+            cut = (
+                " before any text: the output token limit is too low"
+                if reason == "max_tokens"
+                else ""
+            )
+            self.provider_failed(
+                turn_id,
+                now,
+                message=f"the model sent an empty reply{cut}{raw}",
+                retryable=False,
+                detail="empty_reply",
+            )
+            return
+        if reason == "other":
+            self.provider_failed(
+                turn_id,
+                now,
+                message=f"the model stopped before finishing its reply{raw}",
+                retryable=False,
+                detail="incomplete",
+            )
+            return
         for chunk in turn.chunker.flush():
             self._send_chunk(turn, chunk, now)
-        self._end_turn(turn, "completed", now, reason=None)
+        self._end_turn(
+            turn, "completed", now, reason="max_tokens" if reason == "max_tokens" else None
+        )
 
     def provider_failed(
         self,
@@ -370,6 +500,10 @@ class Session:
                 detail=detail,
             )
         )
+        line = fallback_line(self._config.fallback_text, self._language)
+        if line:
+            self._send_chunk(turn, line, now)
+            turn.fallback = True
         self._end_turn(turn, "failed", now, reason=detail or str(code))
 
     def end(self, reason: str, now: float, *, close_code: int = CloseCode.NORMAL) -> None:
@@ -413,6 +547,16 @@ class Session:
                     id=event.id,
                     turn_id=self._seen[event.id],
                 )
+            )
+            return
+        if not self._within_budget():
+            return
+        held = sum(len(m.text) for m in self._history)
+        if held + len(text) > self._config.max_session_chars:
+            self.reject(
+                ErrorCode.SESSION_FULL,
+                f"the session holds {held} characters of conversation and may hold at most "
+                f"{self._config.max_session_chars}; start a new session",
             )
             return
         self._messages += 1
@@ -489,6 +633,8 @@ class Session:
         self._effects.append(SaveState())
 
     def _on_session_update(self, event: SessionUpdate) -> None:
+        if not self._instructions_fit(event.instructions, "session.update"):
+            return
         if event.language is not None and not _LANGUAGE_TAG.match(event.language):
             self.reject(
                 ErrorCode.INVALID_FIELD,
@@ -496,6 +642,17 @@ class Session:
                 "like 'en', 'es-ES' or 'pt-BR'",
             )
             return
+        if event.generation is not None:
+            if (
+                event.generation.thinking_level is not None
+                and event.generation.thinking_budget is not None
+            ):
+                self.reject(
+                    ErrorCode.INVALID_FIELD,
+                    "session.update: set thinking_level or thinking_budget, not both",
+                )
+                return
+            self._generation = self._generation.merged(event.generation)
         if event.instructions is not None:
             self._instructions = event.instructions.strip() or self._config.system_instruction
         if event.language is not None:
@@ -506,11 +663,24 @@ class Session:
                 seq=self._next_seq(),
                 language=self._language,
                 instructions=self._instructions,
+                generation=self.generation,
             )
         )
         self._effects.append(SaveState())
 
     # --- turns -------------------------------------------------------------------
+
+    def _within_budget(self) -> bool:
+        """Whether the session may start another turn; if not, say so."""
+        limit = self._config.max_session_tokens
+        if limit is None or self._usage.total_tokens < limit:
+            return True
+        self.reject(
+            ErrorCode.TOKEN_BUDGET_EXHAUSTED,
+            f"this session used {self._usage.total_tokens} tokens; its budget is {limit}: "
+            "start a new session",
+        )
+        return False
 
     def _new_chunker(self) -> Chunker:
         cfg = self._config
@@ -549,9 +719,10 @@ class Session:
                     session_id=self.id,
                     turn_id=turn.id,
                     system_instruction=self._instructions,
-                    messages=self._history,
+                    messages=fit_history(self._history, self._config.context),
                     instructions=instructions,
                     language=self._language,
+                    settings=self.generation,
                 )
             )
         )
@@ -583,7 +754,10 @@ class Session:
         self._turn = None
         if status in ("interrupted", "superseded"):
             self._effects.append(CancelGeneration(turn.id))
-        text = "".join(turn.parts) or " ".join(turn.chunks)
+        model_chunks = turn.chunks[:-1] if turn.fallback else turn.chunks
+        text = "".join(turn.parts) or " ".join(model_chunks)
+        if turn.usage is not None:
+            self._usage = self._usage + turn.usage
         if status == "completed":
             kept = "".join(turn.parts)
         elif heard_text is not None:
@@ -613,6 +787,7 @@ class Session:
                 spoken_text=spoken,
                 reason=reason,
                 latency=latency,
+                usage=turn.usage,
             )
         )
         self._effects.append(SaveTurn(self._record(turn, status, text, spoken, reason, now)))

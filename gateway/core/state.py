@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.core.history import Message
+from gateway.core.history import NO_USAGE, GenerationSettings, Message, Usage
 from gateway.errors import StateError
 
 __all__ = ["LastReply", "OpenTurn", "SessionState", "StateError", "decode_state", "encode_state"]
@@ -54,8 +54,14 @@ class SessionState:
     open_turn: OpenTurn | None
     last_reply: LastReply | None
     client_acks: bool
+    #: What ``session.update`` changed of the generation settings.
+    generation: GenerationSettings = GenerationSettings()
+    #: Tokens used by the session's turns so far.
+    usage: Usage = NO_USAGE
     #: The session ended (``session.end``, or deleted): it can never resume.
     ended: bool = False
+    #: The newest ``TranscriptTurn.ordinal`` taken (stale requests are ignored).
+    last_ordinal: int | None = None
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)

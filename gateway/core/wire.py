@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -33,6 +34,7 @@ from gateway.core.events import (
     SessionUpdate,
     UserMessage,
 )
+from gateway.core.history import GenerationSettings, ThinkingLevel
 
 # Characters that can start a JSON document; any other first character is plain text.
 _JSON_START = frozenset('{["-0123456789tfn')
@@ -70,6 +72,19 @@ class _SessionUpdate(_Model):
     type: Literal["session.update"]
     instructions: StrictStr | None = None
     language: Annotated[StrictStr, Field(max_length=35)] | None = None
+    temperature: Annotated[StrictFloat | StrictInt, Field(ge=0, le=2)] | None = None
+    max_output_tokens: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    thinking_level: ThinkingLevel | None = None
+    thinking_budget: Annotated[StrictInt, Field(ge=-1, le=1_000_000)] | None = None
+
+    def generation(self) -> GenerationSettings | None:
+        settings = GenerationSettings(
+            temperature=None if self.temperature is None else float(self.temperature),
+            max_output_tokens=self.max_output_tokens,
+            thinking_level=self.thinking_level,
+            thinking_budget=self.thinking_budget,
+        )
+        return None if settings == GenerationSettings() else settings
 
 
 class _Ping(_Model):
@@ -123,7 +138,11 @@ def _to_event(frame: _ClientFrame) -> ClientEvent:
         case _ResponseCreate():
             return ResponseCreate(instructions=frame.instructions)
         case _SessionUpdate():
-            return SessionUpdate(instructions=frame.instructions, language=frame.language)
+            return SessionUpdate(
+                instructions=frame.instructions,
+                language=frame.language,
+                generation=frame.generation(),
+            )
         case _Ping():
             return Ping(id=frame.id)
         case _SessionEnd():

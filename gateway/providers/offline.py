@@ -3,7 +3,8 @@
 It streams a deterministic reply of several sentences, a few characters at a time
 at a realistic pace, and refers to the conversation so far, so that history is
 visible. It answers in Spanish when the session language or the user's words are
-Spanish, in English otherwise.
+Spanish, in English otherwise. It reports usage as a rough count (four characters
+a token), so token accounting and budgets can be tried without a key.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from gateway.core.history import GenerationRequest
+from gateway.core.history import Finish, GenerationRequest, StreamItem, Usage
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 _SPANISH_HINT = re.compile(
     r"[¿¡ñáéíóú]|\b(hola|gracias|qué|cómo|dónde|por favor|buenos|buenas|sí|estás|usted)\b",
@@ -78,6 +83,11 @@ def compose_reply(request: GenerationRequest) -> str:
     return " ".join(parts)
 
 
+def from_settings(settings: Settings) -> OfflineProvider:
+    """The provider used when no model key is set (or ``GATEWAY_PROVIDER=offline``)."""
+    return OfflineProvider(token_delay_s=settings.offline_token_delay_ms / 1000)
+
+
 class OfflineProvider:
     """Deterministic, local replies streamed like a real model."""
 
@@ -95,13 +105,19 @@ class OfflineProvider:
     def model(self) -> str:
         return "offline-echo"
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        """Yield the reply a few characters at a time."""
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
+        """Yield the reply a few characters at a time, then its usage and finish."""
         reply = compose_reply(request)
         step = self._token_chars
         for start in range(0, len(reply), step):
             await asyncio.sleep(self._token_delay_s)
             yield reply[start : start + step]
+        prompt_chars = sum(len(m.text) for m in request.messages) + len(
+            request.system_instruction or ""
+        )
+        input_tokens, output_tokens = -(-prompt_chars // 4), -(-len(reply) // 4)
+        yield Usage(input_tokens, output_tokens, input_tokens + output_tokens)
+        yield Finish("stop")
 
     async def aclose(self) -> None:
         """Nothing to release."""

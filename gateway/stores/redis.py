@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import asdict
 from typing import Any, cast
 
@@ -72,6 +73,11 @@ RETRIES = 8
 SOCKET_TIMEOUT_S = 5.0
 
 _PASSWORD = re.compile(r"(?<=://)([^/@]*)@")
+
+#: The lease (owner, fence) the commits of the current task are fenced by, so that
+#: a fenced write can go through the store wrappers above this backend (budgets,
+#: metrics) unchanged; see :meth:`gateway.stores.redis_cluster.RedisCluster.fenced_store`.
+COMMIT_LEASE: ContextVar[tuple[str, int] | None] = ContextVar("commit_lease", default=None)
 
 
 __all__ = ["Fenced", "RedisStore", "key", "mask_url"]
@@ -382,7 +388,7 @@ class RedisStore:
     ) -> None:
         """As the protocol says; ``lease`` (owner, fence) fences the commit (``Fenced``)."""
         check_batch(session_id, events[0].seq - 1 if events else 0, events, turns)
-        owner, fence = lease or ("", 0)
+        owner, fence = lease or COMMIT_LEASE.get() or ("", 0)
         args: list[Any] = [
             session_id,
             owner,

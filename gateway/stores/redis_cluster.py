@@ -26,8 +26,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
-from functools import partial
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -45,9 +44,16 @@ from gateway.cluster import (
     UnknownSession,
     raise_if_cancelled,
 )
-from gateway.stores.base import SessionStore, StoredEvent, StoreError
+from gateway.stores.base import SessionStore, StoredEvent, StoreError, TurnRecord
 from gateway.stores.fenced import FencedStore
-from gateway.stores.redis import INSTANCE_KEY, PREFIX, RedisStore, decode_events, key
+from gateway.stores.redis import (
+    COMMIT_LEASE,
+    INSTANCE_KEY,
+    PREFIX,
+    RedisStore,
+    decode_events,
+    key,
+)
 
 log = logging.getLogger("gateway.cluster")
 
@@ -272,10 +278,26 @@ class RedisCluster:
                 continue
         return released
 
-    def fenced_store(self, lease: Lease) -> SessionStore:
-        return FencedStore(
-            self._store, partial(self._store.commit, lease=(lease.instance_id, lease.fence))
-        )
+    def fenced_store(self, lease: Lease, store: SessionStore | None = None) -> SessionStore:
+        target = self._store if store is None else store
+
+        async def commit(
+            session_id: str,
+            *,
+            events: Sequence[StoredEvent] = (),
+            turns: Sequence[TurnRecord] = (),
+            state: bytes | None = None,
+            updated_at: float | None = None,
+        ) -> None:
+            token = COMMIT_LEASE.set((lease.instance_id, lease.fence))
+            try:
+                await target.commit(
+                    session_id, events=events, turns=turns, state=state, updated_at=updated_at
+                )
+            finally:
+                COMMIT_LEASE.reset(token)
+
+        return FencedStore(target, commit)
 
     # --- edge ---------------------------------------------------------------------
 

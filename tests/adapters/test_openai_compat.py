@@ -91,7 +91,8 @@ async def test_non_streamed_completion(gateway: RunningServer, fake_gemini: Fake
         "refusal": None,
     }
     assert choice["finish_reason"] == "stop"
-    assert body["usage"]["total_tokens"] == 0
+    # The fake Gemini counts one prompt and one candidate token: the provider's own counts.
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
 
 async def test_system_messages_and_history_reach_the_model(

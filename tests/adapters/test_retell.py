@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -274,3 +275,23 @@ async def test_a_path_secret_guards_the_route(
         config = await call.recv()
     assert config["response_type"] == "config"
     assert fake_gemini.requests == []
+
+
+async def test_out_of_range_ids_and_timestamps_are_dropped_not_the_call(
+    retell_gateway: RunningServer, fake_gemini: FakeGemini
+) -> None:
+    """A ``response_id`` of 2**64-1 once made every later id stale: the call went silent."""
+    fake_gemini.reply("Still here.")
+    transcript = [utterance("user", "Hello?")]
+    call, _ = await connect(retell_gateway, "call_range")
+    async with call:
+        for huge in (2**64 - 1, 2**31):
+            await call.send(
+                json.dumps(orjson.loads(required(0, transcript)) | {"response_id": huge})
+            )
+        for timestamp in (2**70, -1):
+            await call.send(json.dumps({"interaction_type": "ping_pong", "timestamp": timestamp}))
+        await call.send(required(1, transcript))
+        frames = await response(call, 1)
+    assert content(frames) == "Still here. "
+    assert len(fake_gemini.wait_for_requests(1)) == 1

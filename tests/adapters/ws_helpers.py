@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from tests.support.fake_gemini import FakeGemini
-from tests.support.gateway import GatewayFactory
+from tests.support.gateway import ADMIN, GatewayFactory
 from tests.support.servers import RunningServer
 
 GEMINI_ENV: dict[str, Any] = {
@@ -41,14 +41,14 @@ def twilio_signature(auth_token: str, url: str) -> str:
 async def keyed_session_ids(gateway: RunningServer, kind: str) -> list[str]:
     """Ids of the stored sessions a platform adapter opened (``<kind>_…``)."""
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-        page = (await http.get("/sessions", params={"limit": 100})).json()
+        page = (await http.get("/sessions", params={"limit": 100}, headers=ADMIN)).json()
     return [s["session_id"] for s in page["sessions"] if s["session_id"].startswith(f"{kind}_")]
 
 
 async def delete_session(gateway: RunningServer, session_id: str) -> int:
     """``DELETE /sessions/{id}``; the HTTP status."""
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-        return (await http.delete(f"/sessions/{session_id}")).status_code
+        return (await http.delete(f"/sessions/{session_id}", headers=ADMIN)).status_code
 
 
 def as_turns(transcript: list[dict[str, str]]) -> list[tuple[str, list[str]]]:

@@ -19,3 +19,11 @@ def test_burst_then_steady_rate() -> None:
 def test_bad_parameters() -> None:
     with pytest.raises(ValueError, match="rate"):
         TokenBucket(rate=0, burst=1)
+
+
+def test_debit_goes_into_debt_and_says_how_long_to_wait() -> None:
+    bucket = TokenBucket(rate=100.0, burst=100)
+    assert bucket.debit(60, now=0.0) == 0.0
+    assert bucket.debit(90, now=0.0) == pytest.approx(0.5)  # 50 in debt at 100/s
+    assert bucket.debit(0, now=0.5) == 0.0
+    assert bucket.debit(100, now=10.0) == 0.0  # refilled to the burst, no further

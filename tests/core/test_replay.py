@@ -43,3 +43,21 @@ def test_since_upto_stops_at_a_seq() -> None:
     log = ReplayLog(10, [pong(i) for i in range(1, 8)])
     assert [e.seq for e in log.since(2, upto=5) or []] == [3, 4, 5]
     assert log.since(5, upto=5) == []
+
+
+def big(seq: int, size: int) -> LoggedEvent:
+    return LoggedEvent(seq, "session.updated", None, "x" * size)
+
+
+def test_the_log_holds_no_more_than_max_chars_of_json() -> None:
+    """1024 long ``session.updated`` events once held 66 MB in one session."""
+    log = ReplayLog(1024, max_chars=10_000)
+    for i in range(1, 101):
+        log.append(big(i, 3_000))
+    assert (len(log), log.first_seq, log.last_seq) == (3, 98, 100)
+    assert log.chars == 9_000
+    assert log.since(96) is None  # a resume from there gets a resync
+    log.append(big(101, 50_000))  # larger than the budget: only it stays
+    assert (len(log), log.first_seq, log.chars) == (1, 101, 50_000)
+    restored = ReplayLog(1024, [big(i, 3_000) for i in range(1, 11)], max_chars=10_000)
+    assert restored.first_seq == 8

@@ -418,3 +418,33 @@ def test_control_characters_never_reach_the_model() -> None:
     turn = start(session, "Hi\x00 there\x1b[31m")
     assert turn == "t1"
     assert session.history[-1] == Message("user", "Hi there[31m")
+
+
+def test_a_stale_transcript_turn_is_ignored_even_after_a_restore() -> None:
+    session = make()
+    transcript = (Message("user", "hi"),)
+    session.receive(TranscriptTurn(transcript, reply_to="5", ordinal=5), 0)
+    assert any(isinstance(e, StartGeneration) for e in session.effects())
+    for stale in (5, 4):
+        session.receive(TranscriptTurn(transcript, reply_to=str(stale), ordinal=stale), 1)
+        assert session.effects() == []
+    restored = Session.restore(
+        "s1", CONFIG, decode_state(encode_state(session.state())), last_seq=session.seq, now=2
+    )
+    restored.effects()
+    restored.receive(TranscriptTurn(transcript, reply_to="5", ordinal=5), 3)
+    assert restored.effects() == []
+    restored.receive(TranscriptTurn(transcript, reply_to="6", ordinal=6), 4)
+    assert any(isinstance(e, StartGeneration) for e in restored.effects())
+
+
+def test_an_ended_session_stays_ended_after_a_restore() -> None:
+    session = make()
+    session.receive(SessionEnd(), 0)
+    session.effects()
+    state = decode_state(encode_state(session.state()))
+    assert state.ended
+    restored = Session.restore("s1", CONFIG, state, last_seq=session.seq, now=1)
+    restored.receive(UserMessage("anyone?"), 2)
+    assert restored.closed
+    assert restored.effects() == []

@@ -30,9 +30,11 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
-def init_script(*, recognition: bool = True, mic_denied: bool = False) -> str:
+def init_script(
+    *, recognition: bool = True, mic_denied: bool = False, tts_error: str | None = None
+) -> str:
     """The init script: stub options first, then the stubs (one script, so the order holds)."""
-    options = {"recognition": recognition, "micDenied": mic_denied}
+    options = {"recognition": recognition, "micDenied": mic_denied, "ttsError": tts_error}
     return f"window.__stubOptions = {json.dumps(options)};\n{STUBS_JS}"
 
 
@@ -160,6 +162,7 @@ class OpenUi:
         *,
         recognition: bool = True,
         mic_denied: bool = False,
+        tts_error: str | None = None,
         viewport: ViewportSize | None = None,
         color_scheme: Literal["light", "dark"] = "light",
         load: bool = True,
@@ -169,7 +172,9 @@ class OpenUi:
         )
         self.contexts.append(context)
         # On the context, so that windows the page opens get the stubs too.
-        await context.add_init_script(init_script(recognition=recognition, mic_denied=mic_denied))
+        await context.add_init_script(
+            init_script(recognition=recognition, mic_denied=mic_denied, tts_error=tts_error)
+        )
         ui = self.adopt(await context.new_page(), base_url)
         if load:
             await ui.load()

@@ -5,6 +5,7 @@
 // window.__stubOptions (set by an earlier init script) may hold:
 //   recognition: false   no SpeechRecognition at all
 //   micDenied: true      getUserMedia and recognition fail with "not allowed"
+//   ttsError: "…"        every utterance fails with this error (a browser that cannot speak)
 //
 // Controls for tests:
 //   __sent                  every frame the page sent, parsed as JSON
@@ -121,6 +122,10 @@
         volume: utterance.volume,
         voice: utterance.voice ? utterance.voice.name : null,
       });
+      if (options.ttsError) {
+        setTimeout(() => fire(utterance, "error", { utterance, error: options.ttsError }), 0);
+        return;
+      }
       tts.queue.push(utterance);
       if (!tts.current) playNext();
     }

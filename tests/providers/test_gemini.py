@@ -8,13 +8,26 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from google import genai
-from google.genai import types
+from google.genai import _api_client, types
 
-from gateway.core.history import GenerationRequest, Message
+from gateway.core.history import (
+    Finish,
+    GenerationRequest,
+    GenerationSettings,
+    Message,
+    StreamItem,
+    Usage,
+)
 from gateway.providers.base import LLMProvider, ProviderError
-from gateway.providers.gemini import SPEAK_NOW, SPEAK_NOW_WITH_INSTRUCTIONS, GeminiProvider
+from gateway.providers.gemini import (
+    SPEAK_NOW,
+    SPEAK_NOW_WITH_INSTRUCTIONS,
+    GeminiProvider,
+    voice_thinking,
+)
 from tests.support.fake_gemini import (
     FakeGemini,
     finish_event,
@@ -33,6 +46,7 @@ def make_request(
     *messages: Message,
     system: str | None = "You are a helpful voice assistant.",
     instructions: str | None = None,
+    settings: GenerationSettings | None = None,
 ) -> GenerationRequest:
     return GenerationRequest(
         session_id="sess-1",
@@ -40,6 +54,7 @@ def make_request(
         system_instruction=system,
         messages=messages,
         instructions=instructions,
+        settings=settings or GenerationSettings(),
     )
 
 
@@ -66,8 +81,21 @@ async def provider(fake_gemini: FakeGemini) -> AsyncIterator[GeminiProvider]:
     await gemini.aclose()
 
 
+async def collect_items(provider: GeminiProvider, request: GenerationRequest) -> list[StreamItem]:
+    return [item async for item in provider.stream(request)]
+
+
 async def collect(provider: GeminiProvider, request: GenerationRequest) -> list[str]:
-    return [delta async for delta in provider.stream(request)]
+    """The text deltas only."""
+    return [item for item in await collect_items(provider, request) if isinstance(item, str)]
+
+
+async def finish_of(provider: GeminiProvider, request: GenerationRequest) -> Finish | None:
+    items = await collect_items(provider, request)
+    finishes = [item for item in items if isinstance(item, Finish)]
+    assert len(finishes) <= 1
+    assert not finishes or items[-1] is finishes[0], "Finish comes last"
+    return finishes[0] if finishes else None
 
 
 async def collect_until_error(
@@ -77,7 +105,8 @@ async def collect_until_error(
 
     async def drain() -> None:
         async for delta in provider.stream(request):
-            deltas.append(delta)
+            if isinstance(delta, str):
+                deltas.append(delta)
 
     with pytest.raises(ProviderError) as caught:
         await drain()
@@ -196,31 +225,143 @@ async def test_thought_parts_and_empty_responses_are_skipped(fake_gemini, provid
     assert await collect(provider, make_request(user("hi"))) == ["Sure."]
 
 
-# -- blocked replies ---------------------------------------------------------------
+# -- finish reasons, blocked replies and usage -----------------------------------
 
 
-async def test_blocked_prompt_raises_blocked(fake_gemini, provider):
+async def test_blocked_prompt_finishes_blocked(fake_gemini, provider):
     fake_gemini.reply_events([prompt_blocked_event("SAFETY")])
 
-    deltas, error = await collect_until_error(provider, make_request(user(USER_TEXT)))
+    items = await collect_items(provider, make_request(user(USER_TEXT)))
 
-    assert deltas == []
-    assert (error.code, error.retryable, error.status) == ("blocked", False, None)
-    assert_private(error)
+    assert items == [Finish("blocked", raw="prompt SAFETY")]
 
 
-async def test_safety_finish_without_text_raises_blocked(fake_gemini, provider):
-    fake_gemini.reply_events([finish_event("SAFETY")])
+@pytest.mark.parametrize(
+    "reason",
+    ["SAFETY", "MODEL_ARMOR", "LANGUAGE", "PROHIBITED_CONTENT", "SPII", "BLOCKLIST", "RECITATION"],
+)
+async def test_blocking_finish_reasons_without_text_finish_blocked(fake_gemini, provider, reason):
+    fake_gemini.reply_events([finish_event(reason)])
 
-    _, error = await collect_until_error(provider, make_request(user("hi")))
-
-    assert error.code == "blocked"
+    assert await finish_of(provider, make_request(user("hi"))) == Finish("blocked", raw=reason)
 
 
-async def test_safety_finish_after_text_ends_quietly(fake_gemini, provider):
+async def test_safety_finish_after_text_still_finishes_blocked(fake_gemini, provider):
     fake_gemini.reply_events([text_event("Well, "), finish_event("SAFETY")])
 
-    assert await collect(provider, make_request(user("hi"))) == ["Well, "]
+    items = await collect_items(provider, make_request(user("hi")))
+
+    assert items == ["Well, ", Finish("blocked", raw="SAFETY")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "max_tokens"),
+        ("OTHER", "other"),
+        ("MALFORMED_FUNCTION_CALL", "other"),
+        ("FINISH_REASON_UNSPECIFIED", "other"),
+    ],
+)
+async def test_finish_reasons_are_mapped(fake_gemini, provider, raw, reason):
+    fake_gemini.reply_chunks(["Once upon ", "a time"], finish_reason=raw)
+
+    assert await finish_of(provider, make_request(user("hi"))) == Finish(reason, raw=raw)
+
+
+async def test_a_stream_without_a_finish_reason_yields_no_finish(fake_gemini, provider):
+    fake_gemini.reply_events([text_event("Hi")])
+
+    assert await collect_items(provider, make_request(user("hi"))) == ["Hi"]
+
+
+async def test_usage_metadata_is_reported_once_after_the_text(fake_gemini, provider):
+    usage = {
+        "promptTokenCount": 120,
+        "candidatesTokenCount": 9,
+        "thoughtsTokenCount": 30,
+        "cachedContentTokenCount": 100,
+        "totalTokenCount": 159,
+    }
+    fake_gemini.reply_events(
+        [
+            {**text_event("Hello "), "usageMetadata": {"promptTokenCount": 120}},
+            {**text_event("there.", finish_reason="STOP"), "usageMetadata": usage},
+        ]
+    )
+
+    items = await collect_items(provider, make_request(user("hi")))
+
+    assert items == [
+        "Hello ",
+        "there.",
+        Usage(
+            input_tokens=120,
+            output_tokens=9,
+            total_tokens=159,
+            cached_tokens=100,
+            thinking_tokens=30,
+        ),
+        Finish("stop", raw="STOP"),
+    ]
+
+
+# -- generation settings ------------------------------------------------------------
+
+
+async def test_generation_settings_reach_the_request(fake_gemini, provider):
+    settings = GenerationSettings(temperature=0.3, max_output_tokens=64, thinking_level="medium")
+
+    await collect(provider, make_request(user("hi"), settings=settings))
+
+    [sent] = fake_gemini.wait_for_requests(1)
+    assert sent.body["generationConfig"] == {
+        "temperature": 0.3,
+        "maxOutputTokens": 64,
+        "thinkingConfig": {"thinking_level": "MEDIUM"},  # the SDK's own casing; both parse
+    }
+
+
+async def test_a_thinking_budget_is_sent_as_a_budget(fake_gemini, provider):
+    await collect(
+        provider, make_request(user("hi"), settings=GenerationSettings(thinking_budget=512))
+    )
+
+    [sent] = fake_gemini.wait_for_requests(1)
+    assert sent.body["generationConfig"] == {"thinkingConfig": {"thinking_budget": 512}}
+
+
+async def test_without_thinking_settings_a_flash_model_thinks_minimally(fake_gemini):
+    gemini = GeminiProvider(api_key=API_KEY, model="gemini-3.8-flash", base_url=fake_gemini.url)
+    try:
+        await collect(gemini, make_request(user("hi")))
+    finally:
+        await gemini.aclose()
+
+    [sent] = fake_gemini.wait_for_requests(1)
+    assert sent.body["generationConfig"] == {"thinkingConfig": {"thinking_level": "MINIMAL"}}
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gemini-3.8-flash", {"thinking_level": "MINIMAL"}),
+        ("gemini-3-flash-preview", {"thinking_level": "MINIMAL"}),
+        ("gemini-3.1-flash-lite", {"thinking_level": "MINIMAL"}),
+        ("gemini-3.1-pro-preview", {"thinking_level": "LOW"}),
+        ("gemini-2.5-flash", {"thinking_budget": 0}),
+        ("gemini-2.5-flash-lite", {"thinking_budget": 0}),
+        ("gemini-2.5-pro", None),
+        ("gemini-2.0-flash", None),
+        ("models/gemini-3-flash-preview", {"thinking_level": "MINIMAL"}),
+        ("gemma-3-27b-it", None),
+    ],
+)
+def test_voice_thinking_is_the_lowest_latency_setting_each_model_accepts(model, expected):
+    config = voice_thinking(model)
+    got = None if config is None else config.model_dump(exclude_none=True, mode="json")
+    assert got == expected
 
 
 # -- HTTP errors -------------------------------------------------------------------
@@ -233,7 +374,7 @@ async def test_safety_finish_after_text_ends_quietly(fake_gemini, provider):
         (500, "unavailable", True),
         (503, "unavailable", True),
         (400, "bad_request", False),
-        (404, "bad_request", False),
+        (404, "model_not_found", False),
         (401, "auth_failed", False),
         (403, "auth_failed", False),
     ],
@@ -251,6 +392,26 @@ async def test_http_errors_are_translated_without_sdk_retry(
     assert_private(error)
     # Any SDK-level retry would have happened before the error reached us.
     assert len(fake_gemini.requests) == 1
+
+
+async def test_a_wrong_api_key_is_auth_failed_and_says_to_check_the_key(fake_gemini, provider):
+    fake_gemini.bad_key()
+
+    _, error = await collect_until_error(provider, make_request(user(USER_TEXT)))
+
+    assert (error.code, error.retryable, error.status) == ("auth_failed", False, 400)
+    assert "check GEMINI_API_KEY" in error.message
+    assert_private(error)
+
+
+async def test_an_unknown_model_says_which_setting_to_check(fake_gemini, provider):
+    fake_gemini.fail(404, f"models/{MODEL} is not found for API version v1")
+
+    _, error = await collect_until_error(provider, make_request(user("hi")))
+
+    assert error.code == "model_not_found"
+    assert MODEL in error.message
+    assert "GEMINI_MODEL" in error.message
 
 
 async def test_error_event_mid_stream_is_translated(fake_gemini, provider):
@@ -326,8 +487,8 @@ async def test_silence_beyond_timeout_is_timeout(fake_gemini):
     assert await wait_event(script.client_gone)
 
 
-@pytest.mark.parametrize("library", ["httpx2", "httpx"])
-async def test_transport_errors_map_alike_with_either_http_library(
+@pytest.mark.parametrize("library", ["httpx2", "httpx", "auto"])
+async def test_the_http_library_is_pinned_to_httpx_whatever_the_environment_says(
     fake_gemini, monkeypatch, library
 ):
     monkeypatch.setenv("GOOGLE_GENAI_HTTP_CLIENT", library)
@@ -342,7 +503,25 @@ async def test_transport_errors_map_alike_with_either_http_library(
 
     assert (cut.code, silent.code) == ("connection_lost", "timeout")
     for error in (cut, silent):
-        assert type(error.__cause__).__module__.split(".")[0] == library
+        assert type(error.__cause__).__module__.split(".")[0] == "httpx"
+
+
+async def test_an_installed_aiohttp_changes_nothing(fake_gemini, monkeypatch):
+    # The SDK switches to aiohttp whenever it can import it; pretend it can. Were
+    # the provider not pinned to its own httpx client, the SDK would now reach for
+    # aiohttp (not installed here) and every call would fail.
+    monkeypatch.setattr(_api_client, "has_aiohttp", True)
+    gemini = GeminiProvider(api_key=API_KEY, model=MODEL, base_url=fake_gemini.url, timeout_s=0.3)
+    try:
+        fake_gemini.reply_chunks(["slow ", "but ", "steady"], delay_s=0.2)
+        steady = await collect(gemini, make_request(user("hi")))
+        fake_gemini.cut_after(["a"])
+        _, cut = await collect_until_error(gemini, make_request(user("hi")))
+    finally:
+        await gemini.aclose()
+
+    assert steady == ["slow ", "but ", "steady"]
+    assert (cut.code, cut.retryable) == ("connection_lost", True)
 
 
 async def test_refused_connection_is_connection_lost():
@@ -433,8 +612,11 @@ async def test_aclose_closes_the_client(fake_gemini):
 
 
 async def test_fake_serves_non_streaming_generate_content(fake_gemini):
+    http = httpx.AsyncClient()  # pinned, as the provider does, whatever is installed
     client = genai.Client(
-        vertexai=False, api_key=API_KEY, http_options=types.HttpOptions(base_url=fake_gemini.url)
+        vertexai=False,
+        api_key=API_KEY,
+        http_options=types.HttpOptions(base_url=fake_gemini.url, httpx_async_client=http),
     )
     try:
         fake_gemini.reply("Plain answer.", chunk_size=4)
@@ -447,3 +629,4 @@ async def test_fake_serves_non_streaming_generate_content(fake_gemini):
     finally:
         await client.aio.aclose()
         client.close()
+        await http.aclose()

@@ -22,6 +22,16 @@ def resume_url(gateway: RunningServer, ready: dict[str, Any], last_seq: int) -> 
     )
 
 
+async def turn_status(gateway: RunningServer, session_id: str, status: str) -> None:
+    """Wait until the session's newest turn has ``status`` in the HTTP API."""
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http, asyncio.timeout(20):
+        while True:
+            turns = (await http.get(f"/sessions/{session_id}")).json()["turns"]
+            if turns and turns[-1]["status"] == status:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_drop_mid_turn_and_resume_gets_every_event_once_in_order(
     gemini_gateway: RunningServer, fake_gemini: FakeGemini
 ) -> None:
@@ -32,10 +42,13 @@ async def test_drop_mid_turn_and_resume_gets_every_event_once_in_order(
     await client.send({"type": "user.message", "text": "Count", "id": "u1"})
     first = await client.recv_until(lambda e: e["type"] == "response.tts" and e["index"] == 2)
     await client.ws.close()
+    # Resume only once the turn is over, so that all the rest must come from the replay.
+    await turn_status(gemini_gateway, ready["session_id"], "completed")
 
     async with await Client.connect(resume_url(gemini_gateway, ready, first[-1]["seq"])) as again:
         resumed = await again.ready()
         rest = await again.turn()
+    assert len([e for e in rest if e["type"] == "response.tts"]) >= 3  # replayed
     assert resumed["resumed"] is True
     assert resumed["seq"] == first[-1]["seq"]
     assert resumed["session_id"] == ready["session_id"]

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import InvalidStatus
 
+from gateway.settings import SettingsError, load_settings
 from tests.support.client import Client
 from tests.support.gateway import GatewayFactory
 from tests.support.process import free_port, gateway_process
@@ -191,3 +192,29 @@ def test_a_public_bind_without_auth_warns_loudly() -> None:
     ):
         pass
     assert "NO authentication" in "".join(lines)
+
+
+@pytest.mark.parametrize("secret", ["x", "s" * 31, "é" * 15])
+def test_short_hs256_secrets_are_refused(secret: str) -> None:
+    with pytest.raises(SettingsError, match="at least 32 bytes"):
+        load_settings(_env_file=None, GATEWAY_JWT_SECRET=secret)
+    load_settings(_env_file=None, GATEWAY_JWT_SECRET="s" * 32)
+
+
+def test_start_up_says_how_each_route_is_protected() -> None:
+    port = free_port()
+    env = {"GATEWAY_STORE": "memory://", "GATEWAY_API_KEYS": KEYS, "RETELL_SECRET": "r" * 20}
+    with gateway_process("--port", str(port), **env) as (_, lines):
+        pass
+    log = "".join(lines)
+    assert "route /ws: protected by API keys; origins same origin" in log
+    assert "route /retell: protected by a secret path segment" in log
+    for route, variable in (
+        ("/twilio", "TWILIO_AUTH_TOKEN"),
+        ("/layercode/agent", "LAYERCODE_WEBHOOK_SECRET"),
+        ("/v1/chat/completions", "OPENAI_COMPAT_API_KEYS"),
+    ):
+        [line] = [x for x in lines if f"route {route}:" in x]
+        assert "WARNING" in line
+        assert f"OPEN, no credential ({variable} unset)" in line
+    assert "hosts: localhost, 127.0.0.1, [::1]" in log

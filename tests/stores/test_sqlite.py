@@ -329,15 +329,12 @@ async def test_event_loop_keeps_running_during_a_large_commit(tmp_path: Path) ->
     state = b"s" * 5_000_000
     committing = False
     ticks_during_commit = 0
-    worst_lag = 0.0
     stop = asyncio.Event()
 
     async def heartbeat() -> None:
-        nonlocal ticks_during_commit, worst_lag
+        nonlocal ticks_during_commit
         while not stop.is_set():
-            before = loop.time()
             await asyncio.sleep(0.001)
-            worst_lag = max(worst_lag, loop.time() - before - 0.001)
             ticks_during_commit += committing
 
     async with opened(tmp_path / "gw.db") as store:
@@ -355,7 +352,8 @@ async def test_event_loop_keeps_running_during_a_large_commit(tmp_path: Path) ->
     # Run on the loop, the commit would leave no room for a single tick.
     assert took > 0.02, "the commit was too quick to tell anything"
     assert ticks_during_commit >= 3, (ticks_during_commit, took)
-    assert worst_lag < 0.2, (worst_lag, took)
+    # How long the loop may stall is a figure, not a behaviour: bench/store_bench.py
+    # prints it (event-loop lag) beside the commit costs.
 
 
 async def test_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> None:

@@ -340,16 +340,32 @@ class FakeGemini:
         """Stream arbitrary GenerateContentResponse JSON objects (see :func:`text_event`)."""
         return self._push(Script("events", events=list(events), delay_s=delay_s))
 
-    def fail(self, status: int, message: str = "scripted failure") -> Script:
-        """Answer with a Gemini-style JSON error body and HTTP ``status``."""
-        body = {
-            "error": {
-                "code": status,
-                "message": message,
-                "status": STATUS_NAMES.get(status, "UNKNOWN"),
-            }
+    def fail(
+        self, status: int, message: str = "scripted failure", *, reason: str | None = None
+    ) -> Script:
+        """Answer with a Gemini-style JSON error body and HTTP ``status``; ``reason``
+        adds a ``google.rpc.ErrorInfo`` detail (``API_KEY_INVALID``...)."""
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": STATUS_NAMES.get(status, "UNKNOWN"),
         }
-        return self._push(Script("error", status=status, error_body=body))
+        if reason is not None:
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            ]
+        return self._push(Script("error", status=status, error_body={"error": error}))
+
+    def bad_key(self) -> Script:
+        """What Google answers a wrong API key: 400 INVALID_ARGUMENT, API_KEY_INVALID."""
+        return self.fail(
+            400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+        )
 
     def cut_after(self, chunks: list[str], *, delay_s: float = 0.0) -> Script:
         """Stream ``chunks`` (no finish reason), then drop the connection mid-body."""

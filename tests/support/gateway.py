@@ -16,6 +16,9 @@ from tests.support.fake_gemini import FakeGemini
 from tests.support.servers import RunningServer, running
 
 GatewayFactory = Callable[..., RunningServer]
+#: The admin key every test gateway accepts (it reads platform sessions).
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 #: Settings the tests must never inherit from the developer's environment.
 ENV_PREFIXES = (
     "GEMINI_",
@@ -24,7 +27,8 @@ ENV_PREFIXES = (
     "TWILIO_",
     "RETELL_",
     "LAYERCODE_",
-    "OPENAI_COMPAT_",
+    "OPENAI_",
+    "OTEL_",
 )
 
 
@@ -32,9 +36,10 @@ ENV_PREFIXES = (
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see only the settings they pass, never the developer's own keys."""
     for name in list(os.environ):
-        if name.startswith(("GEMINI_", "GATEWAY_", "GOOGLE_GENAI_")) or name in (
+        if name.startswith(ENV_PREFIXES) or name in (
             "GOOGLE_API_KEY",
             "PORT",
+            "FORWARDED_ALLOW_IPS",
         ):
             monkeypatch.delenv(name)
 
@@ -55,6 +60,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
             started += 1
             name = "sessions.db" if started == 1 else f"sessions-{started}.db"
             env.setdefault("GATEWAY_STORE", f"sqlite:///{tmp_path / name}")
+            env.setdefault("GATEWAY_ADMIN_KEYS", f"ops:{ADMIN_KEY}")
             settings = Settings(_env_file=None, **env)
             app = create_app(settings)
             return stack.enter_context(running(app, **uvicorn_options(settings)))

@@ -82,7 +82,7 @@ def _start(name: str, env: dict[str, str]) -> Instance:
     assert proc.stdout is not None
     for line in proc.stdout:
         instance.lines.append(line)
-        if "Uvicorn running on" in line:
+        if "listening on http" in line or "Uvicorn running on" in line:
             return instance
     proc.wait(timeout=STOP_TIMEOUT_S)
     raise AssertionError(f"gateway {name} exited before serving:\n" + "".join(instance.lines))

@@ -26,21 +26,38 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(ENV_PREFIXES) and k not in ("GOOGLE_API_KEY", "PORT")
+        if not k.startswith(ENV_PREFIXES)
+        and k not in ("GOOGLE_API_KEY", "PORT", "FORWARDED_ALLOW_IPS")
     }
     env.update(extra)
     return env
 
 
+#: ``python -m gateway`` with its soft RLIMIT_NOFILE lowered to argv[1] first.
+_WITH_NOFILE = (
+    "import resource, runpy, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, "
+    "(int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+    "sys.argv = ['gateway', *sys.argv[2:]]; "
+    "runpy.run_module('gateway', run_name='__main__')"
+)
+
+
 @contextmanager
-def gateway_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """Start ``python -m gateway`` and wait (by reading its log) until it serves.
+def gateway_process(
+    *args: str, nofile: int | None = None, **env: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start ``python -m gateway`` and wait (by reading its log) until it serves;
+    ``nofile`` lowers its file-descriptor limit.
 
     On exit the process gets SIGTERM unless the test already ended it, and the
     rest of its output is appended to the yielded list of lines.
     """
+    command = [sys.executable, "-m", "gateway", *args]
+    if nofile is not None:
+        command = [sys.executable, "-c", _WITH_NOFILE, str(nofile), *args]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", *args],
+        command,
         env=clean_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -51,7 +68,7 @@ def gateway_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[s
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if "Uvicorn running on" in line:
+            if "listening on http" in line or "Uvicorn running on" in line:
                 break
         else:
             raise AssertionError("gateway exited before serving:\n" + "".join(lines))

@@ -1,0 +1,204 @@
+"""The store and the provider, wrapped to be measured and traced.
+
+Every event reaches the store before any client, so the store is where turns are
+counted: a ``response.end`` committed is a turn ended (status and latencies come
+from the event itself), an ``error`` committed with a ``detail`` is a provider
+failure, one with code ``rate_limited`` a refusal. Counting there sees each
+event exactly once (a failed commit is retried with the next batch and counted
+when it lands) and needs no hook inside the session shell. The route comes from
+the context of the task that commits (the session's pipeline, started by the
+connection that opened the session).
+
+The provider wrapper times each stream and its first token, and counts streams
+by outcome, retries included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import orjson
+from opentelemetry.trace import Status, StatusCode
+
+from gateway.core.history import GenerationRequest, StreamItem
+from gateway.core.records import TurnRecord
+from gateway.logformat import bind_turn, route_var
+from gateway.metrics import GatewayMetrics
+from gateway.providers.base import LLMProvider, ProviderError
+from gateway.stores.base import SessionMeta, SessionStore, StoredEvent, StoredSession, StoreError
+from gateway.tracing import Tracing
+
+
+class InstrumentedStore:
+    """A :class:`SessionStore` that measures commits and observes the events."""
+
+    def __init__(self, inner: SessionStore, metrics: GatewayMetrics, tracing: Tracing) -> None:
+        self.inner = inner
+        self._metrics = metrics
+        self._tracing = tracing
+
+    async def commit(
+        self,
+        session_id: str,
+        *,
+        events: Sequence[StoredEvent] = (),
+        turns: Sequence[TurnRecord] = (),
+        state: bytes | None = None,
+        updated_at: float | None = None,
+    ) -> None:
+        route = route_var.get() or "unknown"
+        tracing = self._tracing
+        parent = None
+        if tracing.enabled:
+            turn_id = next((e.turn_id for e in events if e.turn_id is not None), None)
+            parent = (
+                tracing.turn(session_id, turn_id, route=route)
+                if turn_id is not None
+                else tracing.open_turn(session_id)
+            )
+        span = tracing.child(
+            "store.commit",
+            parent,
+            {"gateway.store.events": len(events), "gateway.store.turns": len(turns)},
+        )
+        started = time.perf_counter()
+        try:
+            await self.inner.commit(
+                session_id, events=events, turns=turns, state=state, updated_at=updated_at
+            )
+        except StoreError as exc:
+            self._metrics.store_errors.labels("commit").inc()
+            if span is not None:
+                span.record_exception(exc)
+                span.end()
+            raise
+        self._metrics.store_commit.observe(time.perf_counter() - started)
+        if span is not None:
+            span.end()
+        for event in events:
+            if event.type in ("response.end", "error"):
+                self._observe(session_id, route, event)
+
+    def _observe(self, session_id: str, route: str, event: StoredEvent) -> None:
+        data = orjson.loads(event.data)
+        metrics = self._metrics
+        if event.type == "response.end":
+            latency = data.get("latency") or {}
+            metrics.turn_ended(
+                route,
+                str(data.get("status")),
+                first_token_ms=latency.get("first_token_ms"),
+                first_chunk_ms=latency.get("first_chunk_ms"),
+                total_ms=latency.get("total_ms"),
+            )
+            self._tracing.end_turn(
+                session_id, str(event.turn_id), str(data.get("status")), data.get("reason")
+            )
+        elif data.get("code") == "rate_limited":
+            metrics.rate_limited.labels(route).inc()
+        elif data.get("detail") and data.get("turn_id"):
+            metrics.provider_errors.labels(str(data["detail"])).inc()
+
+    # --- the rest of the interface, passed through -------------------------------
+
+    async def create(self, meta: SessionMeta, state: bytes) -> None:
+        await self.inner.create(meta, state)
+
+    async def get(self, session_id: str) -> StoredSession | None:
+        return await self.inner.get(session_id)
+
+    async def read_events(
+        self, session_id: str, after_seq: int, limit: int | None = None
+    ) -> list[StoredEvent]:
+        return await self.inner.read_events(session_id, after_seq, limit)
+
+    async def first_seq(self, session_id: str) -> int | None:
+        return await self.inner.first_seq(session_id)
+
+    async def trim_events(self, session_id: str, keep_last: int) -> None:
+        await self.inner.trim_events(session_id, keep_last)
+
+    async def list_turns(self, session_id: str) -> list[TurnRecord]:
+        return await self.inner.list_turns(session_id)
+
+    async def list_sessions(
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        principal: str | None = None,
+    ) -> list[SessionMeta]:
+        return await self.inner.list_sessions(limit=limit, before=before, principal=principal)
+
+    async def delete(self, session_id: str) -> bool:
+        return await self.inner.delete(session_id)
+
+    async def expire(self, idle_before: float) -> list[str]:
+        return await self.inner.expire(idle_before)
+
+    async def streaming_sessions(self) -> list[str]:
+        return await self.inner.streaming_sessions()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class InstrumentedProvider:
+    """An :class:`LLMProvider` whose streams are counted, timed and traced."""
+
+    def __init__(self, inner: LLMProvider, metrics: GatewayMetrics, tracing: Tracing) -> None:
+        self.inner = inner
+        self._metrics = metrics
+        self._tracing = tracing
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
+        # This body runs in the turn's generation task: the ids bound here stay
+        # with that task's log lines.
+        bind_turn(request.turn_id)
+        tracing = self._tracing
+        turn = tracing.turn(request.session_id, request.turn_id, route=route_var.get())
+        attrs = {"gateway.provider": self.inner.name, "gateway.model": self.inner.model}
+        span = tracing.child("provider.stream", turn, attrs)
+        first = tracing.child("provider.first_token", span, attrs)
+        outcome = "cancelled"
+        deltas = 0
+        stream = self.inner.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, str):  # usage and finish items are not text
+                    if first is not None and deltas == 0:
+                        first.end()
+                    deltas += 1
+                yield item
+            outcome = "ok"
+        except ProviderError as exc:
+            outcome = exc.code
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+            raise
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self._metrics.provider_calls.labels(outcome).inc()
+            if first is not None and deltas == 0:
+                first.end()
+            if span is not None:
+                span.set_attribute("gateway.provider.outcome", outcome)
+                span.set_attribute("gateway.provider.deltas", deltas)
+                span.end()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
