@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -259,7 +260,12 @@ def create_app(
     # then the host and origin gate; then CORS and OPTIONS.
     middleware = ops_middleware(settings, telemetry)
     middleware.insert(1, Middleware(BrowserGate, settings=settings))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={StoreError: _store_unavailable},
+    )
     app.state.telemetry = telemetry
     return app
 
@@ -282,6 +288,12 @@ def input_limits(settings: Settings) -> InputLimits:
         burst=settings.rate_burst,
         idle_timeout_s=settings.idle_timeout_s,
     )
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """An HTTP request the store failed: 503 with the error JSON, never a bare 500."""
+    log.warning("session store failed during %s %s: %s", request.method, request.url.path, exc)
+    return problem(503, "store_unavailable", "the session store is unavailable; try again")
 
 
 def _denial(refused: AuthError) -> JSONResponse:

@@ -113,6 +113,13 @@ async def generate(
             else:
                 sink.done(turn_id, finish)
             return
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the turn was cancelled (interrupt, supersede, stop): nothing to report
+        # A CancelledError nobody asked for (a provider that raised it): a fault like
+        # any other, or the turn would stay open with nobody to end it.
+        sink.crashed(turn_id, RuntimeError(f"the provider raised {exc!r}"))
     except Exception as exc:  # noqa: BLE001 -- the failure boundary of a turn: fail the turn, keep the session
         sink.crashed(turn_id, exc)
 

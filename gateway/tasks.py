@@ -49,10 +49,24 @@ class TaskSet:
             except Exception:  # the handler itself failed: log it, contain it
                 log.exception("%s: error handler failed for task %s", self._name, task.get_name())
 
-    async def aclose(self) -> None:
-        """Cancel every task still running and wait for all of them."""
+    async def aclose(self, timeout_s: float = 1.0) -> None:
+        """Cancel every task still running and wait for them, ``timeout_s`` at most:
+        a task that ignores its cancellation (a buggy provider) is logged and left
+        to end on its own, still referenced here, instead of holding its owner up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         while self._tasks:
             pending = list(self._tasks)
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending)
+            left = deadline - loop.time()
+            if left <= 0:
+                log.error(
+                    "%s: %d task(s) ignored cancellation for %g s: %s",
+                    self._name,
+                    len(pending),
+                    timeout_s,
+                    ", ".join(task.get_name() for task in pending),
+                )
+                return
+            await asyncio.wait(pending, timeout=left)

@@ -151,6 +151,10 @@ def _ms(start: float, end: float | None) -> int | None:
     return None if end is None else max(0, round((end - start) * 1000))
 
 
+#: Why a turn found open in a restored snapshot ended ``failed``.
+CUT_TURN_REASON = "the gateway restarted or lost its store while this turn was streaming"
+
+
 class Session:
     """One conversation: history, the streaming turn, and the outbound ``seq``."""
 
@@ -240,7 +244,10 @@ class Session:
             )
             turn.chunks = list(open_turn_chunks)
             session._end_turn(
-                turn, "failed", now, reason="the gateway restarted while this turn was streaming"
+                turn,
+                "failed",
+                now,
+                reason="the gateway restarted or lost its store while this turn was streaming",
             )
         return session
 

@@ -25,6 +25,7 @@ from tests.support.faults import (
     read_store,
     resume_url,
     session_events,
+    wait_until,
 )
 
 SESSIONS = 50
@@ -38,7 +39,7 @@ FAULTS = [
     "[random]",
     "[random]",
     "[random]",
-    "[random]",
+    "[receive-crash]",
     "[core-crash]",
     "[core-crash]",
     "[core-fatal]",
@@ -54,25 +55,32 @@ def gateways(tmp_path: Path) -> Iterator[FaultyFactory]:
 @pytest.fixture
 def core_bugs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bugs inside the core, for the turns whose user text asks for them:
+    ``receive`` raises after starting the turn for ``[receive-crash]``;
     ``provider_done`` raises for ``[core-crash]`` and ``[core-fatal]``, and failing
     the turn raises too for ``[core-fatal]`` (the runtime cannot go on)."""
-    done, failed = Session.provider_done, Session.provider_failed
+    receive, done, failed = Session.receive, Session.provider_done, Session.provider_failed
+
+    def receive_(self: Session, event: Any, now: float) -> None:
+        receive(self, event, now)
+        if "[receive-crash]" in getattr(event, "text", ""):
+            raise ValueError("injected bug in receive, after the turn started")
 
     def user_text(session: Session) -> str:
         turn = session._turn
         return (turn.user_text or "") if turn is not None else ""
 
-    def provider_done(self: Session, turn_id: str, now: float) -> None:
+    def provider_done(self: Session, turn_id: str, now: float, *args: Any, **kwargs: Any) -> None:
         text = user_text(self)
         if "[core-crash]" in text or "[core-fatal]" in text:
             raise KeyError(f"injected bug in provider_done of {turn_id}")
-        done(self, turn_id, now)
+        done(self, turn_id, now, *args, **kwargs)
 
     def provider_failed(self: Session, turn_id: str, now: float, **kwargs: Any) -> None:
         if "[core-fatal]" in user_text(self):
             raise RuntimeError(f"injected bug in provider_failed of {turn_id}")
         failed(self, turn_id, now, **kwargs)
 
+    monkeypatch.setattr(Session, "receive", receive_)
     monkeypatch.setattr(Session, "provider_done", provider_done)
     monkeypatch.setattr(Session, "provider_failed", provider_failed)
 
@@ -114,9 +122,22 @@ async def test_faults_in_ten_sessions_never_reach_the_other_forty(
     rng = random.Random(10)
     faulty = dict(zip(rng.sample(range(SESSIONS), len(FAULTS)), FAULTS, strict=True))
 
+    health: list[int] = []
+
+    async def probe_health() -> None:
+        async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+            while True:
+                health.append((await http.get("/health")).status_code)
+                await asyncio.sleep(0.05)
+
+    prober = asyncio.create_task(probe_health())
     results = await asyncio.gather(
         *(run_session(gateway.ws_url, i, faulty.get(i)) for i in range(SESSIONS))
     )
+    prober.cancel()
+    await asyncio.gather(prober, return_exceptions=True)
+    assert health, "the health probe never got an answer"
+    assert set(health) == {200}, "/health failed while sessions faulted"
 
     # The process is fine: health answers and a new session talks.
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
@@ -156,8 +177,86 @@ async def test_faults_in_ten_sessions_never_reach_the_other_forty(
                 ("internal_error", "t2", False)
             ], fault
             assert turns["t2"][-1]["reason"] == "internal_error"
+    # One per provider fault: none retried, none repeated.
+    assert len(provider.raised) == len([f for f in FAULTS if "raise" in f or "random" in f])
     raised = {f.where for f in provider.raised}
     assert {"before", "mid", "end"} <= raised
     assert {f.session_id for f in provider.raised} <= {
         results[i]["ready"]["session_id"] for i in faulty
     }
+
+
+async def test_random_faults_fail_exactly_the_turns_they_hit(gateways: FaultyFactory) -> None:
+    """A seeded RNG faults about a third of all turns, anywhere in the stream."""
+    provider = FaultyProvider(seed=7, rate=0.3, token_delay_s=0.002)
+    gateway = gateways(provider=provider)
+
+    async def talk(index: int) -> tuple[str, list[dict[str, Any]]]:
+        async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+            ready = await client.ready()
+            for turn in range(1, 5):
+                await client.send({"type": "user.message", "text": f"S{index} T{turn}"})
+                await client.turn(f"t{turn}")
+        return ready["session_id"], session_events(client.received)
+
+    results = await asyncio.gather(*(talk(i) for i in range(20)))
+    gateway.stop()
+    faulted = {(f.session_id, f.turn_id) for f in provider.raised}
+    assert faulted, "the RNG faulted no turn at all"
+    for sid, view in results:
+        turns = check_view(view)
+        for turn_id, events in turns.items():
+            expected = "failed" if (sid, turn_id) in faulted else "completed"
+            assert events[-1]["status"] == expected, (sid, turn_id)
+        errors = [e for e in view if e["type"] == "error"]
+        assert {e["code"] for e in errors} <= {"internal_error"}
+        assert {(sid, e["turn_id"]) for e in errors} == {k for k in faulted if k[0] == sid}
+        stored, _ = await read_store(gateway.db_path, sid)
+        assert stored == view
+
+
+async def test_a_stray_cancelled_error_from_the_provider_fails_the_turn(
+    gateways: FaultyFactory,
+) -> None:
+    provider = FaultyProvider()
+    gateway = gateways(provider=provider)
+    async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+        await client.ready()
+        await client.send({"type": "user.message", "text": "[raise-cancel] hi", "id": "u1"})
+        try:
+            async with asyncio.timeout(1.5):  # a turn of this provider takes milliseconds
+                turn = await client.turn("t1")
+        except TimeoutError:
+            pytest.fail("the turn never ended: no response.end after a stray CancelledError")
+        await client.send({"type": "user.message", "text": "Next", "id": "u2"})
+        nxt = await client.turn("t2")
+    assert [f.where for f in provider.raised] == ["cancel"]
+    errors = [e for e in turn if e["type"] == "error"]
+    assert [(e["code"], e["turn_id"]) for e in errors] == [("internal_error", "t1")]
+    assert turn[-1]["status"] == "failed"
+    assert nxt[-1]["status"] == "completed"
+
+
+async def test_a_provider_that_ignores_cancellation_does_not_hold_up_delete(
+    gateways: FaultyFactory,
+) -> None:
+    provider = FaultyProvider()
+    gateway = gateways(provider=provider)
+    try:
+        async with await Client.connect(f"{gateway.ws_url}/ws") as client:
+            ready = await client.ready()
+            await client.send({"type": "user.message", "text": "[deaf] talk", "id": "u1"})
+            await wait_until(lambda: provider.deaf == 1)
+            # Superseding the turn cancels its stream, which does not listen.
+            await client.send({"type": "user.message", "text": "Someone else", "id": "u2"})
+            turns = await client.turn("t2")
+            assert turns[-1]["status"] == "completed"
+            assert provider.swallowed >= 1
+            async with httpx.AsyncClient(base_url=gateway.http_url, timeout=2) as http:
+                try:
+                    deleted = await http.delete(f"/sessions/{ready['session_id']}")
+                except httpx.TimeoutException:
+                    pytest.fail("DELETE waited on a provider stream that ignores its cancel")
+            assert deleted.status_code == 204
+    finally:
+        provider.released.set()
