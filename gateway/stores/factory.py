@@ -14,7 +14,7 @@ from gateway.cluster import Cluster
 from gateway.cluster_local import LocalCluster
 from gateway.stores.base import SessionStore
 from gateway.stores.memory import MemoryStore
-from gateway.stores.redis import DEFAULT_MAX_EVENTS, DEFAULT_TTL_S, RedisStore, mask_url
+from gateway.stores.redis import DEFAULT_MAX_EVENTS, DEFAULT_TTL_S, RedisStore
 from gateway.stores.redis_cluster import RedisCluster
 from gateway.stores.sqlite import MEMORY_PATH, SqliteStore
 
@@ -70,11 +70,6 @@ def store_from_url(
 def is_distributed(url: str) -> bool:
     """Whether ``url`` names a store several gateway processes may share (Redis)."""
     return url.partition("://")[0].lower() in ("redis", "rediss")
-
-
-def describe(url: str) -> str:
-    """``url`` as it may be logged: a Redis password masked, a SQLite path kept."""
-    return mask_url(url)
 
 
 async def open_store(

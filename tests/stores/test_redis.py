@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.logformat import describe_store
 from gateway.stores.base import StoreError
-from gateway.stores.factory import describe, is_distributed, open_store, store_from_url
+from gateway.stores.factory import is_distributed, open_store, store_from_url
 from gateway.stores.fenced import FencedStore
 from gateway.stores.redis import Fenced, RedisStore, key, mask_url
 from tests.stores.helpers import event, events, meta, turn
@@ -158,7 +159,7 @@ def test_urls() -> None:
     assert mask_url("redis://user:pw@h:1/0") == "redis://***@h:1/0"
     assert mask_url("rediss://:pw@h:1/0") == "rediss://***@h:1/0"
     assert mask_url("redis://h:1/0") == "redis://h:1/0"
-    assert describe("sqlite:///a.db") == "sqlite:///a.db"
+    assert "s3cret" not in describe_store("redis://:s3cret@h:1/0")
     assert store_from_url("redis://:s3cret@h:1/0").url == "redis://***@h:1/0"  # type: ignore[attr-defined]
 
 
