@@ -50,6 +50,7 @@ from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import cluster_for, is_distributed, open_store
 from gateway.tenants import address_principal
+from gateway.tools.webhook import WebhookRunner
 from gateway.tracing import Tracing
 from gateway.transport import TransportLimits, protocol_classes, socket_cap
 
@@ -121,6 +122,7 @@ def create_app(
     ``store`` wraps the opened store (fault injection in tests), and ``tracing`` the
     tracing the ``OTEL_*`` variables configure."""
     telemetry = Telemetry.from_settings(settings, tracing)
+    tools_file = settings.tools()
     session_config = SessionConfig(
         provider="",
         model="",
@@ -130,10 +132,13 @@ def create_app(
         max_instructions_chars=settings.max_instructions_chars,
         max_session_chars=settings.max_session_chars,
         max_chunk_chars=settings.max_chunk_chars,
+        chunk_mode=settings.chunking,
         generation=settings.generation(),
         context=settings.context_budget(),
         max_session_tokens=settings.max_session_tokens,
         fallback_text=settings.fallback_lines(),
+        tools=(*settings.control_tools(), *tools_file.specs),
+        tool_timeout_s=settings.tool_timeout_s,
     )
 
     guard = Guard.from_settings(settings)
@@ -169,6 +174,8 @@ def create_app(
         store = InstrumentedStore(capped, telemetry.metrics, telemetry.tracing)
         log.info("session store: %s", describe_store(settings.store_url))
         log_posture(settings)
+        secret = settings.tools_secret.get_secret_value() if settings.tools_secret else None
+        runner = WebhookRunner(tools_file, secret=secret) if tools_file.tools else None
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,
@@ -182,6 +189,7 @@ def create_app(
             ),
             store=StorePolicy(retry_budget_s=settings.store_retry_s),
             handover_s=settings.drain_s + settings.instance_ttl_s + 2,
+            tools=runner,
         )
         try:
             # The cluster works on the backend itself; the manager writes through the
@@ -211,6 +219,8 @@ def create_app(
         finally:
             await store.aclose()
             await llm.aclose()
+            if runner is not None:
+                await runner.aclose()
 
     async def websocket_native(websocket: WebSocket) -> None:
         manager = manager_of(websocket)
@@ -328,9 +338,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": http,
         "ws": ws,
         "ws_max_size": max(1 << 20, 2 * settings.max_frame_bytes),
-        # No permessage-deflate: text frames are small, and compression would let a
-        # client send many times the byte budget (and costs zlib state per socket).
-        "ws_per_message_deflate": False,
+        # permessage-deflate is off unless GATEWAY_WS_DEFLATE: text frames are small,
+        # compression lets a client send many times the byte budget, and its zlib
+        # state costs about 46 KiB per socket.
+        "ws_per_message_deflate": settings.ws_deflate,
         "ws_ping_interval": settings.ping_interval_s,
         "ws_ping_timeout": settings.ping_timeout_s,
         "forwarded_allow_ips": settings.forwarded_allow_ips,

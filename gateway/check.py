@@ -73,7 +73,7 @@ async def check_provider(provider: LLMProvider, *, timeout_s: float = 30.0) -> C
                     usage = item
                 elif isinstance(item, Finish):
                     finish = item
-                else:
+                elif isinstance(item, str):
                     parts.append(item)
     except ProviderError as exc:
         raise CheckFailed(

@@ -43,17 +43,31 @@ class Reply:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Frames a codec sends in order, ``now`` at once and ``then`` after ``delay_s``
+    (Twilio's ``end`` once the goodbye was spoken). The writer waits: frames
+    queued after it go out after it."""
+
+    now: tuple[str, ...]
+    then: str
+    delay_s: float
+
+
 class Codec(Protocol):
     """A wire protocol: frames in, events out, and back. One per connection, so a
     codec may keep state (a platform's response ids, say)."""
 
-    def decode(self, frame: str | bytes) -> ClientEvent | WireError | Reply | None:
-        """One frame from the client: an event for the session, an error, a direct
-        reply, or ``None`` when the frame needs nothing (it was only noted)."""
+    def decode(
+        self, frame: str | bytes
+    ) -> ClientEvent | tuple[ClientEvent, ...] | WireError | Reply | None:
+        """One frame from the client: an event (or events, in order) for the session,
+        an error, a direct reply, or ``None`` when the frame needs nothing."""
         ...
 
-    def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | None:
-        """One server event as a text frame, or ``None`` to send nothing."""
+    def encode(self, frame: LoggedEvent, event: ServerEvent | None) -> str | Later | None:
+        """One server event as a text frame (or frames, :class:`Later`), or ``None``
+        to send nothing."""
         ...
 
     def heartbeat(self, session_id: str, seq: int) -> str | None:
@@ -111,7 +125,7 @@ class _Preface:
     texts: Sequence[str]
 
 
-_Item = str | _Replay | _Preface | _CloseRequest
+_Item = str | Later | _Replay | _Preface | _CloseRequest
 
 
 class Connection:
@@ -285,6 +299,9 @@ class Connection:
                 runtime.reject(result.code, result.message)
             elif isinstance(result, Reply):
                 self._send_direct(result.text)
+            elif isinstance(result, tuple):
+                for event in result:
+                    runtime.receive(event)
             else:
                 runtime.receive(result)
 
@@ -321,11 +338,16 @@ class Connection:
                 if isinstance(item, _Replay):
                     for frame in item.frames:
                         text = self._codec.encode(frame, None)
-                        if text is not None:
+                        if isinstance(text, str):
                             await self._ws.send_text(text)
                 elif isinstance(item, _Preface):
                     for text in item.texts:
                         await self._ws.send_text(text)
+                elif isinstance(item, Later):
+                    for text in item.now:
+                        await self._ws.send_text(text)
+                    await asyncio.sleep(item.delay_s)
+                    await self._ws.send_text(item.then)
                 else:
                     await self._ws.send_text(item)
             except (WebSocketDisconnect, RuntimeError, OSError):

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.core.history import Finish, GenerationRequest, StreamItem, Usage
+from gateway.core.history import Finish, FunctionCall, GenerationRequest, StreamItem, Usage
 from gateway.errors import ProviderError
 from gateway.providers.base import LLMProvider
 
@@ -47,6 +47,10 @@ class TurnSink(Protocol):
 
     def restart(self, turn_id: str) -> bool:
         """Forget the turn's text for a retry; ``False`` once a chunk was sent."""
+        ...
+
+    def call(self, turn_id: str, call: FunctionCall) -> None:
+        """The model called a function."""
         ...
 
     def usage(self, turn_id: str, usage: Usage) -> None:
@@ -153,6 +157,10 @@ async def _stream(
                 finish = item
                 continue
             limit = policy.token_timeout_s
+            if isinstance(item, FunctionCall):
+                sink.call(turn_id, item)
+                await sink.room()
+                continue
             sink.delta(turn_id, item)
             await sink.room()
     finally:

@@ -29,6 +29,8 @@ from gateway.core import wire
 from gateway.core.codes import CloseCode, ErrorCode
 from gateway.core.events import (
     ClientEvent,
+    FunctionResult,
+    Greeted,
     Interrupt,
     Ping,
     PlaybackAck,
@@ -48,7 +50,16 @@ log = logging.getLogger("gateway.relay")
 
 _FLAT_EVENTS: dict[str, type[Any]] = {
     cls.__name__: cls
-    for cls in (UserMessage, Interrupt, PlaybackAck, ResponseCreate, SessionUpdate, SessionEnd)
+    for cls in (
+        UserMessage,
+        Interrupt,
+        PlaybackAck,
+        ResponseCreate,
+        SessionUpdate,
+        SessionEnd,
+        FunctionResult,
+        Greeted,
+    )
 }
 
 

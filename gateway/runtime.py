@@ -33,10 +33,12 @@ from gateway.core.codes import CloseCode, ErrorCode
 from gateway.core.effects import (
     CancelGeneration,
     Close,
+    RunTool,
     SaveState,
     SaveTurn,
     Send,
     StartGeneration,
+    WakeAt,
 )
 from gateway.core.events import (
     CONNECTION_EVENTS,
@@ -45,7 +47,7 @@ from gateway.core.events import (
     ServerEvent,
     SessionReconnect,
 )
-from gateway.core.history import Finish, Usage
+from gateway.core.history import Finish, FunctionCall, Usage
 from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
 from gateway.core.state import encode_state
@@ -56,6 +58,7 @@ from gateway.pipeline import Outgoing, Pipeline, StorePolicy, StoreUnavailable
 from gateway.providers.base import LLMProvider
 from gateway.stores.base import SessionStore
 from gateway.tasks import TaskSet
+from gateway.tools.webhook import ToolRunner, run_tool
 
 __all__ = ["ClientSink", "ProviderPolicy", "SessionRuntime", "StorePolicy"]
 
@@ -135,8 +138,10 @@ class SessionRuntime:
         policy: ProviderPolicy | None = None,
         store_policy: StorePolicy | None = None,
         rng: random.Random | None = None,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.session = session
+        self._tools = tools
         self.token_hash = token_hash
         self.principal = principal
         self.replay = replay
@@ -343,6 +348,10 @@ class SessionRuntime:
                             ),
                             name=f"generate:{self.session.id}:{request.turn_id}",
                         )
+                case RunTool(call=call):
+                    self._tasks.spawn(self._run_tool(call), name=f"tool:{self.session.id}")
+                case WakeAt(at=at):
+                    asyncio.get_running_loop().call_later(max(0.0, at - self._clock()), self._tick)
                 case CancelGeneration(turn_id=turn_id):
                     task = self._generations.pop(turn_id, None)
                     if task is not None:
@@ -500,6 +509,25 @@ class SessionRuntime:
 
     def restart(self, turn_id: str) -> bool:
         return self.session.restart_turn(turn_id)
+
+    def call(self, turn_id: str, call: FunctionCall) -> None:
+        self.session.provider_call(turn_id, call, self._clock())
+        self._apply()
+
+    async def _run_tool(self, call: FunctionCall) -> None:
+        output = await run_tool(self._tools, call)
+        self.session.tool_finished(call.call_id, output, self._clock())
+        self._apply()
+
+    def _tick(self) -> None:
+        """A function call's deadline (``WakeAt``) is due."""
+        if self.stopping:
+            return
+        try:
+            self.session.tick(self._clock())
+            self._apply()
+        except Exception as exc:  # noqa: BLE001 -- failure boundary: this session only
+            self._fault("a tool deadline", exc)
 
     def usage(self, turn_id: str, usage: Usage) -> None:
         self.session.provider_usage(turn_id, usage)

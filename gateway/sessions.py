@@ -48,6 +48,7 @@ from gateway.relay import Relay
 from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
 from gateway.tenants import platform_principal
+from gateway.tools.webhook import ToolRunner
 
 __all__ = ["ManagerConfig", "ResumeRefused", "SessionManager", "TooManySessions"]
 
@@ -87,6 +88,8 @@ class ManagerConfig:
     #: How long a resume on this instance waits for the instance that owns the
     #: session to hand it over (it finishes its streaming turn first) or to die.
     handover_s: float = 25.0
+    #: Runs the server tools (webhooks); ``None``: there are none.
+    tools: ToolRunner | None = None
 
 
 class SessionManager:
@@ -208,6 +211,7 @@ class SessionManager:
             on_stopped=lambda _: None,
             policy=self._config.provider,
             store_policy=self._config.store,
+            tools=self._config.tools,
         )
         return runtime
 
@@ -418,6 +422,7 @@ class SessionManager:
             on_stopped=self._stopped,
             policy=self._config.provider,
             store_policy=self._config.store,
+            tools=self._config.tools,
         )
         self._live[session.id] = runtime
         return runtime

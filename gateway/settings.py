@@ -26,11 +26,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth import check_hs256_secret, parse_api_keys, parse_origins
+from gateway.core.chunker import ChunkMode
 from gateway.core.context import ContextBudget
-from gateway.core.history import GenerationSettings, ThinkingLevel
+from gateway.core.history import GenerationSettings, ThinkingLevel, ToolSpec
+from gateway.core.tools import CONTROL_TOOLS
 from gateway.errors import SettingsError
 from gateway.providers.factory import PROVIDERS
 from gateway.stores.factory import store_from_url
+from gateway.tools.file import ToolsFile, load_tools_file
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -184,6 +187,11 @@ class Settings(BaseSettings):
     twilio_dtmf_note: Annotated[str, Field(validation_alias="TWILIO_DTMF_NOTE")] = (
         "(The caller pressed the key {digit} on the phone keypad.)"
     )
+    twilio_welcome_greeting: Annotated[str, Field(validation_alias="TWILIO_WELCOME_GREETING")] = ""
+    twilio_interruptible: Annotated[bool | None, Field(validation_alias="TWILIO_INTERRUPTIBLE")] = (
+        None
+    )
+    twilio_preemptible: Annotated[bool | None, Field(validation_alias="TWILIO_PREEMPTIBLE")] = None
     retell_welcome: Annotated[str, Field(validation_alias="RETELL_WELCOME")] = ""
     retell_secret: Annotated[
         SecretStr | None, Field(min_length=16, validation_alias="RETELL_SECRET")
@@ -195,12 +203,49 @@ class Settings(BaseSettings):
         "Hello! How can I help you today?"
     )
     openai_api_keys: Annotated[str | None, Field(validation_alias="OPENAI_COMPAT_API_KEYS")] = None
+    # permessage-deflate costs ~46 KiB of zlib state per connection (bench/idle_memory.py)
+    # and CPU per frame, to shrink frames of a few hundred bytes: off unless asked for.
+    ws_deflate: Annotated[bool, Field(validation_alias="GATEWAY_WS_DEFLATE")] = False
+    # How eagerly each route releases a reply (see gateway.core.chunker.ChunkMode): whole
+    # sentences for clients that speak each chunk; words where the platform streams text
+    # into its own TTS chunking (Twilio, Retell, OpenAI-compatible hooks, Layercode).
+    chunking: Annotated[ChunkMode, Field(validation_alias="GATEWAY_CHUNKING")] = ChunkMode.SENTENCE
+    twilio_chunking: Annotated[ChunkMode, Field(validation_alias="TWILIO_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    retell_chunking: Annotated[ChunkMode, Field(validation_alias="RETELL_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    layercode_chunking: Annotated[ChunkMode, Field(validation_alias="LAYERCODE_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    openai_chunking: Annotated[ChunkMode, Field(validation_alias="OPENAI_COMPAT_CHUNKING")] = (
+        ChunkMode.WORD
+    )
+    tools_file: Annotated[Path | None, Field(validation_alias="GATEWAY_TOOLS_FILE")] = None
+    tools_secret: Annotated[SecretStr | None, Field(validation_alias="GATEWAY_TOOLS_SECRET")] = None
+    tool_timeout_s: Annotated[
+        float, Field(gt=0, le=600, validation_alias="GATEWAY_TOOL_TIMEOUT_S")
+    ] = 30.0
+    call_control: Annotated[str, Field(validation_alias="GATEWAY_CALL_CONTROL")] = ""
     openai_compat_max_body_bytes: Annotated[
         int, Field(ge=1024, validation_alias="OPENAI_COMPAT_MAX_BODY_BYTES")
     ] = 4 << 20
     openai_compat_max_messages: Annotated[
         int, Field(ge=1, validation_alias="OPENAI_COMPAT_MAX_MESSAGES")
     ] = 10000
+
+    @field_validator("call_control")
+    @classmethod
+    def _control_names(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CONTROL_TOOLS]
+        if unknown:
+            raise ValueError(
+                f"GATEWAY_CALL_CONTROL: {unknown[0]!r} is not a call-control tool; use any of "
+                f"{', '.join(CONTROL_TOOLS)}"
+            )
+        return ",".join(names)
 
     @field_validator("provider")
     @classmethod
@@ -343,6 +388,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _instructions_source(self) -> Settings:
+        if self.tools_file is not None:
+            self.tools()  # raises SettingsError naming the file and the tool
         if self.jwt_secret is not None and self.jwt_public_key is not None:
             raise ValueError(
                 "set GATEWAY_JWT_SECRET (HS256) or GATEWAY_JWT_PUBLIC_KEY (RS256), not both"
@@ -422,6 +469,14 @@ class Settings(BaseSettings):
     def fallback_lines(self) -> tuple[tuple[str, str], ...]:
         """``GATEWAY_FALLBACK_TEXT`` as ``(language, line)`` pairs."""
         return parse_fallback_text(self.fallback_text or "")
+
+    def tools(self) -> ToolsFile:
+        """The server tools ``GATEWAY_TOOLS_FILE`` declares (none without it)."""
+        return ToolsFile() if self.tools_file is None else load_tools_file(self.tools_file)
+
+    def control_tools(self) -> tuple[ToolSpec, ...]:
+        """The call-control tools ``GATEWAY_CALL_CONTROL`` enables."""
+        return tuple(CONTROL_TOOLS[n] for n in self.call_control.split(",") if n)
 
     def context_budget(self) -> ContextBudget:
         """How much history a turn sends (0 in a setting: no such limit)."""

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.fake_openai",
     "tests.support.gateway",
     "tests.support.redis_server",
+    "tests.support.webhooks",
 ]

@@ -38,13 +38,16 @@ from gateway.adapters.sse import (
     Frames,
     Rejected,
     SseResponse,
+    ToolResult,
     TurnFollower,
     read_body,
 )
+from gateway.core.chunker import ChunkMode
 from gateway.core.events import SetHistory, UserMessage
 from gateway.core.history import Message
 from gateway.deps import manager_of
 from gateway.responses import problem
+from gateway.runtime import SessionRuntime
 from gateway.sessions import ResumeRefused, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import StoreError
@@ -68,16 +71,26 @@ def apology_for(language: str | None) -> str:
     return APOLOGIES.get(prefix, APOLOGIES["en"])
 
 
+async def _open(
+    manager: SessionManager, conversation_id: str, chunk_mode: ChunkMode
+) -> SessionRuntime:
+    """The conversation's runtime (``open_keyed`` never returns one that is
+    stopping), cutting replies in ``chunk_mode``."""
+    runtime = await manager.open_keyed(KIND, conversation_id)
+    runtime.session.use_chunk_mode(chunk_mode)
+    return runtime
+
+
 async def _only_end(turn_id: str | None) -> Frames:
     if turn_id is not None:
         yield wire.end(turn_id)
 
 
-async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
+async def _answer(manager: SessionManager, hook: MessageHook, chunk_mode: ChunkMode) -> Frames:
     """The SSE frames answering one ``message`` webhook."""
     turn_id = hook.turn_id
     try:
-        runtime = await manager.open_keyed(KIND, hook.conversation_id)
+        runtime = await _open(manager, hook.conversation_id, chunk_mode)
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot open conversation=%s", hook.conversation_id)
         yield problem(503, "session_unavailable", "the conversation cannot be opened now")
@@ -91,6 +104,16 @@ async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
             match update:
                 case Chunk(text=text):
                     yield wire.tts(text, turn_id)
+                case ToolResult(event=result):
+                    yield wire.data(
+                        {
+                            "type": "function_result",
+                            "call_id": result.call_id,
+                            "name": result.name,
+                            "output": result.output,
+                        },
+                        turn_id,
+                    )
                 case Failure(error=error):
                     log.info(
                         "layercode: turn failed conversation=%s turn_id=%s code=%s",
@@ -114,10 +137,12 @@ async def _answer(manager: SessionManager, hook: MessageHook) -> Frames:
     yield wire.end(turn_id)
 
 
-async def _welcome(manager: SessionManager, hook: SessionStartHook, welcome: str) -> Frames:
+async def _welcome(
+    manager: SessionManager, hook: SessionStartHook, welcome: str, chunk_mode: ChunkMode
+) -> Frames:
     """The welcome turn: speak the configured welcome and add it to the history."""
     try:
-        runtime = await manager.open_keyed(KIND, hook.conversation_id)
+        runtime = await _open(manager, hook.conversation_id, chunk_mode)
     except (StoreError, ResumeRefused):
         log.exception("layercode: cannot open conversation=%s", hook.conversation_id)
         yield problem(503, "session_unavailable", "the conversation cannot be opened now")
@@ -177,9 +202,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
         manager = manager_of(request)
         match hook:
             case MessageHook():
-                return SseResponse(_answer(manager, hook))
+                return SseResponse(_answer(manager, hook, settings.layercode_chunking))
             case SessionStartHook():
-                return SseResponse(_welcome(manager, hook, welcome))
+                return SseResponse(_welcome(manager, hook, welcome, settings.layercode_chunking))
             case SessionEndHook():
                 return await _end_session(manager, hook)
             case SessionUpdateHook() | DataHook():

@@ -145,6 +145,11 @@ def tts(content: str, turn_id: str) -> bytes:
     return sse_data({"type": "response.tts", "content": content, "turn_id": turn_id})
 
 
+def data(content: dict[str, Any], turn_id: str) -> bytes:
+    """A ``response.data`` event: JSON for the client (the browser), not spoken."""
+    return sse_data({"type": "response.data", "content": content, "turn_id": turn_id})
+
+
 def end(turn_id: str) -> bytes:
     """The ``response.end`` event that closes a turn."""
     return sse_data({"type": "response.end", "turn_id": turn_id})

@@ -21,8 +21,9 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -32,6 +33,7 @@ from gateway.adapters.openai_wire import BadRequest
 from gateway.adapters.sse import (
     SSE_DONE,
     BodyTooLarge,
+    Called,
     Chunk,
     Cut,
     Ended,
@@ -42,8 +44,9 @@ from gateway.adapters.sse import (
     read_body,
     sse_data,
 )
-from gateway.core.events import Error, TranscriptTurn
-from gateway.core.history import Message
+from gateway.core.chunker import ChunkMode
+from gateway.core.events import Error, ResponseCallControl, TranscriptTurn
+from gateway.core.history import Message, ToolSpec
 from gateway.deps import manager_of
 from gateway.runtime import SessionRuntime
 from gateway.sessions import SessionManager
@@ -93,7 +96,21 @@ def _parse(
 ) -> tuple[wire.ChatRequest, str | None, tuple[Message, ...], int]:
     chat = wire.parse_request(raw, max_messages=max_messages)
     system, transcript, ignored = wire.split_messages(chat)
+    chat.tool_specs()  # raises BadRequest naming a bad tool
     return chat, system, transcript, ignored
+
+
+def _tool_call(index: int, called: Called) -> dict[str, Any]:
+    """A call as OpenAI's ``tool_calls`` entry (call control as an ordinary function)."""
+    event = called.event
+    if isinstance(event, ResponseCallControl):
+        name: str = event.action
+        args = {k: v for k, v in (("to", event.to), ("digits", event.digits)) if v is not None}
+        if event.reason is not None:
+            args["reason"] = event.reason
+    else:
+        name, args = event.name, event.arguments
+    return wire.tool_call(index, event.call_id, name, orjson.dumps(args).decode())
 
 
 def _cut(reason: str) -> Response:
@@ -114,20 +131,31 @@ class _Completion:
         manager: SessionManager,
         system: str | None,
         transcript: tuple[Message, ...],
+        chunk_mode: ChunkMode,
         *,
         include_usage: bool = False,
+        tools: tuple[ToolSpec, ...] | None = None,
+        tool_choice: str | None = None,
     ) -> None:
         self.id = wire.completion_id()
         self.include_usage = include_usage
         self.created = int(time.time())
         self._manager = manager
-        self._turn = TranscriptTurn(transcript, reply_to=self.id, instructions=system)
+        self._chunk_mode = chunk_mode
+        self._turn = TranscriptTurn(
+            transcript,
+            reply_to=self.id,
+            instructions=system,
+            tools=tools or (),
+            tool_choice=tool_choice,
+        )
         self._runtime: SessionRuntime | None = None
         self._follower: TurnFollower | None = None
 
     def start(self) -> TurnFollower:
         """Make the session and start the turn; the follower reports on it."""
         runtime = self._runtime = self._manager.ephemeral(MemoryStore())
+        runtime.session.use_chunk_mode(self._chunk_mode)
         follower = self._follower = TurnFollower(runtime)
         follower.start(self._turn)
         return follower
@@ -159,6 +187,7 @@ async def _streamed(completion: _Completion) -> Frames:
     """
     started = False
     finish, usage = "stop", None
+    calls = 0
     try:
         follower = completion.start()
         async for update in follower:
@@ -168,6 +197,22 @@ async def _streamed(completion: _Completion) -> Frames:
                         started = True
                         yield _delta(completion, {"role": "assistant", "content": ""})
                     yield _delta(completion, {"content": text + " "})
+                case Called():
+                    # As OpenAI streams a call: its id and name, then its arguments.
+                    call = _tool_call(calls, update)
+                    head: dict[str, Any] = {
+                        "tool_calls": [{**call, "function": {**call["function"], "arguments": ""}}]
+                    }
+                    if not started:
+                        started = True
+                        head = {"role": "assistant", "content": None, **head}
+                    yield _delta(completion, head)
+                    arguments = {
+                        "index": calls,
+                        "function": {"arguments": call["function"]["arguments"]},
+                    }
+                    yield _delta(completion, {"tool_calls": [arguments]})
+                    calls += 1
                 case Failure(error=error):
                     if not started:
                         yield _provider_error(error)
@@ -182,7 +227,7 @@ async def _streamed(completion: _Completion) -> Frames:
                     yield _cut(reason)
                     return
                 case Ended(end=end):
-                    finish = wire.finish_reason(end.reason)
+                    finish = "tool_calls" if calls else wire.finish_reason(end.reason)
                     usage = end.usage
                 case Cut():
                     pass
@@ -199,7 +244,7 @@ async def _streamed(completion: _Completion) -> Frames:
 
 
 def _delta(
-    completion: _Completion, delta: dict[str, str], finish_reason: str | None = None
+    completion: _Completion, delta: dict[str, Any], finish_reason: str | None = None
 ) -> bytes:
     return sse_data(
         wire.chunk(completion.id, completion.created, completion.model, delta, finish_reason)
@@ -208,10 +253,13 @@ def _delta(
 
 async def _whole(completion: _Completion) -> Frames:
     """One ``chat.completion`` JSON response (computed while watching the client)."""
+    calls: list[dict[str, Any]] = []
     try:
         follower = completion.start()
         async for update in follower:
             match update:
+                case Called():
+                    calls.append(_tool_call(len(calls), update))
                 case Failure(error=error):
                     yield _provider_error(error)
                     return
@@ -226,7 +274,8 @@ async def _whole(completion: _Completion) -> Frames:
                             completion.model,
                             end.text,
                             usage=end.usage,
-                            finish=wire.finish_reason(end.reason),
+                            finish="tool_calls" if calls else wire.finish_reason(end.reason),
+                            tool_calls=calls,
                         )
                     )
                     return
@@ -273,7 +322,11 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return wire.error_response(
                 400, bad.message, type_="invalid_request_error", param=bad.param, code=bad.code
             )
-        if len(transcript[-1].text.strip()) > max_text_chars:
+        if (
+            transcript
+            and transcript[-1].role == "user"
+            and len(transcript[-1].text.strip()) > max_text_chars
+        ):
             return wire.error_response(
                 400,
                 f"the last user message is longer than {max_text_chars} characters",
@@ -284,7 +337,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
         if ignored:
             log.debug("openai: ignored %d tool/function message(s)", ignored)
         completion = _Completion(
-            manager_of(request), system, transcript, include_usage=chat.include_usage
+            manager_of(request),
+            system,
+            transcript,
+            settings.openai_chunking,
+            include_usage=chat.include_usage,
+            tools=chat.tool_specs(),
+            tool_choice=chat.choice,
         )
         return SseResponse(_streamed(completion) if chat.stream else _whole(completion))
 

@@ -15,14 +15,15 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from gateway.core.history import Message, Usage
+from gateway.core.history import FunctionCall, Message, ToolSpec, Usage
+from gateway.core.tools import ToolError, check_tool, unique
 from gateway.errors import RequestError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 #: Roles whose text becomes the system instructions of the request.
 SYSTEM_ROLES: Final = frozenset({"system", "developer"})
-#: Roles the gateway does not use (tool calls are not supported).
-IGNORED_ROLES: Final = frozenset({"tool", "function"})
+#: Roles the gateway does not use (the legacy ``function`` role).
+IGNORED_ROLES: Final = frozenset({"function"})
 
 
 class ContentPart(BaseModel):
@@ -34,11 +35,55 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = "{}"
+
+
+class ToolCall(BaseModel):
+    """An assistant message's ``tool_calls`` entry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    """A ``tools`` entry: only functions are served."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     role: Role
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=128)
+    name: str | None = None
 
     @property
     def text(self) -> str:
@@ -63,6 +108,35 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=64)
+    tool_choice: Literal["auto", "none", "required"] | NamedChoice | None = None
+
+    def tool_specs(self) -> tuple[ToolSpec, ...] | None:
+        """``tools`` as checked client tools; :class:`BadRequest` names a bad one."""
+        if not self.tools:
+            return None
+        try:
+            return unique(
+                (
+                    check_tool(
+                        t.function.name,
+                        t.function.description,
+                        t.function.parameters,
+                        where=f"tools[{i}]",
+                    )
+                    for i, t in enumerate(self.tools)
+                ),
+                where="tools",
+            )
+        except ToolError as exc:
+            raise BadRequest(str(exc), param="tools", code="invalid_tool") from None
+
+    @property
+    def choice(self) -> str | None:
+        """``tool_choice`` as ``auto``, ``none``, ``required`` or a function name."""
+        if isinstance(self.tool_choice, NamedChoice):
+            return self.tool_choice.function.name
+        return self.tool_choice
 
     @property
     def include_usage(self) -> bool:
@@ -117,13 +191,17 @@ def split_messages(request: ChatRequest) -> tuple[str | None, tuple[Message, ...
     """``(system instructions, transcript, ignored message count)``.
 
     System and developer messages are joined into the instructions; user and
-    assistant messages form the transcript in order; tool and function messages
-    are dropped. The last non-system message must be the user's.
+    assistant messages (with their ``tool_calls``) and ``tool`` results form the
+    transcript in order; legacy ``function`` messages, and tool results that answer
+    no ``tool_calls`` entry before them, are dropped. The last
+    non-system message must be the user's or a tool result; with system messages
+    only, the assistant speaks first (an empty transcript).
     """
     system: list[str] = []
     transcript: list[Message] = []
     last_role: Role | None = None
     ignored = 0
+    names: dict[str, str] = {}
     for message in request.messages:
         if message.role in SYSTEM_ROLES:
             if message.text.strip():
@@ -134,16 +212,53 @@ def split_messages(request: ChatRequest) -> tuple[str | None, tuple[Message, ...
             ignored += 1
         elif message.role == "user":
             transcript.append(Message("user", message.text))
-        elif message.text.strip():
-            transcript.append(Message("assistant", message.text))
-    if last_role != "user":
+        elif message.role == "tool" and (message.tool_call_id or "") not in names:
+            ignored += 1  # answers no call made here: nothing the model could match it to
+        elif message.role == "tool":
+            call_id = message.tool_call_id or ""
+            transcript.append(
+                Message(
+                    "tool",
+                    _as_json(message.text),
+                    call_id=call_id,
+                    name=message.name or names.get(call_id, "function"),
+                )
+            )
+        else:
+            calls = tuple(
+                FunctionCall(c.id, c.function.name, c.function.arguments or "{}")
+                for c in message.tool_calls or ()
+            )
+            names.update((c.call_id, c.name) for c in calls)
+            if message.text.strip() or calls:
+                transcript.append(Message("assistant", message.text, calls=calls))
+    if last_role not in (None, "user", "tool"):
         raise BadRequest(
-            "the last message (besides system messages) must have role 'user'",
+            "the last message (besides system messages) must have role 'user' or 'tool'",
             param="messages",
         )
-    if not transcript[-1].text.strip():
+    if last_role == "user" and not transcript[-1].text.strip():
         raise BadRequest("the last user message has no text", param="messages")
     return ("\n\n".join(system) or None), tuple(transcript), ignored
+
+
+def _as_json(text: str) -> str:
+    """A tool message's content as JSON text (a string when it is not JSON)."""
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return orjson.dumps(text).decode()
+    return text
+
+
+def tool_call(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """One entry of ``delta.tool_calls`` (streamed) or ``message.tool_calls``."""
+    return {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
 
 
 def completion_id() -> str:
@@ -152,7 +267,7 @@ def completion_id() -> str:
 
 
 def chunk(
-    id_: str, created: int, model: str, delta: dict[str, str], finish_reason: str | None = None
+    id_: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None
 ) -> dict[str, Any]:
     """One ``chat.completion.chunk``."""
     return {
@@ -195,7 +310,10 @@ def usage_chunk(id_: str, created: int, model: str, usage: Usage | None) -> dict
 
 
 def finish_reason(end_reason: str | None) -> str:
-    """``length`` for a reply cut at the token limit, else ``stop``."""
+    """``length`` for a reply cut at the token limit, ``tool_calls`` for a reply
+    that called functions, else ``stop``."""
+    if end_reason == "function_call":
+        return "tool_calls"
     return "length" if end_reason == "max_tokens" else "stop"
 
 
@@ -207,8 +325,13 @@ def completion(
     *,
     usage: Usage | None = None,
     finish: str = "stop",
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A whole ``chat.completion`` with the provider's token counts."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["content"] = text or None
+        message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in tool_calls]
     return {
         "id": id_,
         "object": "chat.completion",
@@ -218,7 +341,7 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }

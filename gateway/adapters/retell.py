@@ -6,17 +6,24 @@ truth for history. The mapping (see docs/adapters/retell.md):
 
 - on connect: ``config`` (auto reconnect, call details) and the begin response
   ``response_id: 0`` carrying ``RETELL_WELCOME`` (empty on a reconnect);
-- ``ping_pong`` is echoed; ``call_details`` is kept and its keys logged;
+- ``ping_pong`` is echoed; ``call_details`` becomes template variables
+  (``{{name}}`` in the instructions: the call's string fields, ``metadata.*`` and
+  ``retell_llm_dynamic_variables.*``, also by their bare names);
 - ``update_only`` replaces the history with the transcript (no turn);
 - ``response_required`` / ``reminder_required`` replace the history and start a
   turn for that ``response_id``, superseding an older one (reminders get
-  instructions to re-engage the user); a stale ``response_id`` (not newer than
+  instructions to re-engage the user; a reminder without a transcript keeps the
+  stored history); a stale ``response_id`` (not newer than
   one already taken, even before a reconnect) is ignored by the core;
 - chunks go out as ``response`` frames of the turn's ``response_id``, then
   ``content_complete: true``. Only the newest ``response_id`` is ever spoken: once
   a newer one is requested, nothing of an older one is sent, not even its
   ``content_complete`` (Retell ignores stale ids anyway);
-- ``session.ended`` becomes a response with ``end_call: true``.
+- ``session.ended`` becomes a response with ``end_call: true``;
+- call control rides on the turn's ``content_complete`` frame, which Retell
+  carries out once the content is spoken (so the goodbye is never cut off):
+  ``end_call`` -> ``end_call: true``, ``transfer_call`` -> ``transfer_number``,
+  ``send_digits`` -> ``digit_to_press``.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from gateway.connection import Reply
 from gateway.core.events import (
     ClientEvent,
     Error,
+    ResponseCallControl,
     ResponseEnd,
     ResponseStart,
     ResponseTts,
     ServerEvent,
     SessionEnded,
+    SessionUpdate,
     SetHistory,
     TranscriptTurn,
 )
@@ -76,6 +85,8 @@ class RetellCodec:
         self._clock = clock
         self._latest: int | None = None
         self._response_of: dict[str, int] = {}
+        #: Call control asked for by a turn, carried out at its ``content_complete``.
+        self._controls: dict[str, list[ResponseCallControl]] = {}
         self._transcript: tuple[Message, ...] | None = None
         #: The ``call`` object of ``call_details`` (ids, numbers, metadata).
         self.call_details: dict[str, Any] = {}
@@ -101,6 +112,7 @@ class RetellCodec:
                     sorted(parsed.call)[:_KEYS_LOGGED],
                     sorted(metadata)[:_KEYS_LOGGED] if isinstance(metadata, dict) else [],
                 )
+                return SessionUpdate(variables=call_variables(parsed.call))
             case rw.UpdateOnly():
                 transcript = parsed.messages()
                 if transcript != self._transcript:
@@ -120,6 +132,7 @@ class RetellCodec:
                     reply_to=str(response_id),
                     instructions=REMINDER_INSTRUCTIONS if reminder else None,
                     ordinal=response_id,
+                    keep_history=reminder,
                 )
         return None
 
@@ -131,10 +144,25 @@ class RetellCodec:
                 response_id = self._response_of.get(event.turn_id)
                 if response_id is not None and response_id == self._latest:
                     return rw.response_frame(response_id, event.text + " ", complete=False)
+            case ResponseCallControl():
+                self._controls.setdefault(event.turn_id, []).append(event)
             case ResponseEnd():
                 response_id = self._response_of.pop(event.turn_id, None)
+                controls = self._controls.pop(event.turn_id, [])
                 if response_id is not None and response_id == self._latest:
-                    return rw.response_frame(response_id, "", complete=True)
+                    if event.status != "completed":
+                        controls = []
+                    actions = {c.action: c for c in controls}
+                    transfer = actions.get("transfer_call")
+                    digits = actions.get("send_digits")
+                    return rw.response_frame(
+                        response_id,
+                        "",
+                        complete=True,
+                        end_call="end_call" in actions,
+                        transfer_number=transfer.to if transfer is not None else None,
+                        digit_to_press=digits.digits if digits is not None else None,
+                    )
             case SessionEnded():
                 return rw.response_frame(self._latest or 0, "", complete=True, end_call=True)
             case Error():
@@ -143,6 +171,24 @@ class RetellCodec:
 
     def heartbeat(self, session_id: str, seq: int) -> str | None:
         return rw.ping_pong_frame(round(self._clock() * 1000))
+
+
+def call_variables(call: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Template variables from Retell's ``call`` object: its scalar fields by name,
+    ``metadata`` and ``retell_llm_dynamic_variables`` entries both as
+    ``metadata.key`` and as ``key`` (the call's own fields win)."""
+    out: dict[str, str] = {}
+    for group in ("retell_llm_dynamic_variables", "metadata"):
+        nested = call.get(group)
+        if isinstance(nested, dict):
+            for key, value in nested.items():
+                if isinstance(value, str | int | float | bool):
+                    out[f"{group}.{key}"] = str(value)
+                    out.setdefault(str(key), str(value))
+    for key, value in call.items():
+        if isinstance(value, str | int | float | bool):
+            out[str(key)] = str(value)
+    return tuple(sorted(out.items()))
 
 
 def _first_connection(runtime: SessionRuntime) -> bool:
@@ -178,7 +224,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return codec.opening(first=_first_connection(runtime))
 
         await serve_keyed(
-            websocket, codec, kind=PLATFORM, key=call_id, settings=settings, opening=opening
+            websocket,
+            codec,
+            kind=PLATFORM,
+            key=call_id,
+            settings=settings,
+            opening=opening,
+            chunk_mode=settings.retell_chunking,
         )
 
     return [

@@ -103,15 +103,26 @@ def ping_pong_frame(timestamp: int | float) -> str:
 
 
 def response_frame(
-    response_id: int, content: str, *, complete: bool, end_call: bool = False
+    response_id: int,
+    content: str,
+    *,
+    complete: bool,
+    end_call: bool = False,
+    transfer_number: str | None = None,
+    digit_to_press: str | None = None,
 ) -> str:
-    """A ``response`` frame: content for ``response_id``, possibly its last."""
-    return _dumps(
-        {
-            "response_type": "response",
-            "response_id": response_id,
-            "content": content,
-            "content_complete": complete,
-            "end_call": end_call,
-        }
-    )
+    """A ``response`` frame: content for ``response_id``, possibly its last; Retell
+    hangs up (``end_call``) or transfers (``transfer_number``) once the content is
+    spoken, and presses ``digit_to_press``."""
+    frame: dict[str, Any] = {
+        "response_type": "response",
+        "response_id": response_id,
+        "content": content,
+        "content_complete": complete,
+        "end_call": end_call,
+    }
+    if transfer_number is not None:
+        frame["transfer_number"] = transfer_number
+    if digit_to_press is not None:
+        frame["digit_to_press"] = digit_to_press
+    return _dumps(frame)

@@ -28,7 +28,10 @@ from gateway.core.events import (
     ClientEvent,
     Error,
     Interrupt,
+    ResponseCallControl,
     ResponseEnd,
+    ResponseFunctionCall,
+    ResponseFunctionResult,
     ResponseTts,
     ServerEvent,
     SessionEnded,
@@ -122,7 +125,22 @@ class Cut:
     reason: str
 
 
-TurnUpdate = Chunk | Failure | Ended | Duplicate | Rejected | Cut
+@dataclass(frozen=True, slots=True)
+class Called:
+    """The model called a function in this turn (a client function, or call
+    control the gateway already answered)."""
+
+    event: ResponseFunctionCall | ResponseCallControl
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A server tool answered a call of this turn."""
+
+    event: ResponseFunctionResult
+
+
+TurnUpdate = Chunk | Called | ToolResult | Failure | Ended | Duplicate | Rejected | Cut
 
 
 class _Gone:
@@ -214,7 +232,7 @@ class TurnFollower:
                 continue
             if isinstance(update, Chunk):
                 self.chunks.append(update.text)
-            elif not isinstance(update, Failure):
+            elif not isinstance(update, Failure | Called | ToolResult):
                 self._settled = True
             return update
         raise StopAsyncIteration
@@ -228,6 +246,10 @@ class TurnFollower:
                 self.ready = item
             case ResponseTts() if item.turn_id == turn_id:
                 return Chunk(item.text, item.index)
+            case ResponseFunctionCall() | ResponseCallControl() if item.turn_id == turn_id:
+                return Called(item)
+            case ResponseFunctionResult() if item.turn_id == turn_id:
+                return ToolResult(item)
             case Error() if item.turn_id is not None and item.turn_id == turn_id:
                 return Failure(item)
             case Error() if item.turn_id is None and turn_id is None:

@@ -108,11 +108,36 @@ InboundFrame = Annotated[
 INBOUND: TypeAdapter[InboundFrame] = TypeAdapter(InboundFrame)
 
 
-def text_frame(token: str, *, last: bool) -> str:
-    """A ``text`` frame: tokens to speak; ``last: true`` closes the talk cycle."""
-    return orjson.dumps({"type": "text", "token": token, "last": last}).decode()
+def text_frame(
+    token: str,
+    *,
+    last: bool,
+    interruptible: bool | None = None,
+    preemptible: bool | None = None,
+) -> str:
+    """A ``text`` frame: tokens to speak; ``last: true`` closes the talk cycle.
+    ``interruptible`` (the caller may barge in) and ``preemptible`` (later tokens
+    may replace these) are sent only when set."""
+    frame: dict[str, Any] = {"type": "text", "token": token, "last": last}
+    if interruptible is not None:
+        frame["interruptible"] = interruptible
+    if preemptible is not None:
+        frame["preemptible"] = preemptible
+    return orjson.dumps(frame).decode()
+
+
+def language_frame(language: str) -> str:
+    """A ``language`` frame: speak and transcribe ``language`` from now on."""
+    return orjson.dumps(
+        {"type": "language", "ttsLanguage": language, "transcriptionLanguage": language}
+    ).decode()
 
 
 def end_frame(handoff: dict[str, Any]) -> str:
     """An ``end`` frame: the relay ends; ``handoffData`` goes to the ``<Connect action>`` URL."""
     return orjson.dumps({"type": "end", "handoffData": orjson.dumps(handoff).decode()}).decode()
+
+
+def send_digits_frame(digits: str) -> str:
+    """A ``sendDigits`` frame: the relay plays these DTMF keys on the call."""
+    return orjson.dumps({"type": "sendDigits", "digits": digits}).decode()

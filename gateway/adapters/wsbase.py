@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket
 
 from gateway.connection import Codec, Connection, InputLimits
+from gateway.core.chunker import ChunkMode
 from gateway.core.codes import CloseCode
 from gateway.deps import manager_of
 from gateway.runtime import SessionRuntime
@@ -107,13 +108,15 @@ async def serve_keyed(
     key: str | Callable[[], Awaitable[str | None]],
     settings: Settings,
     opening: Callable[[SessionRuntime], Sequence[str]] = _no_opening,
+    chunk_mode: ChunkMode | None = None,
 ) -> None:
     """Serve an accepted WebSocket on the session the platform calls ``key``.
 
     ``key`` may be a coroutine function that reads it off the socket first
     (Twilio's ``setup``; ``None``: the peer left or never said). ``opening(runtime)``
     gives the frames the platform expects first (Retell's config and begin
-    message); they are sent before any session event.
+    message); they are sent before any session event. ``chunk_mode`` is how the
+    route's replies are cut (default: the session's).
     """
     manager = manager_of(websocket)
 
@@ -121,9 +124,13 @@ async def serve_keyed(
         name = key if isinstance(key, str) else await key()
         if name is None:
             return None
-        return await manager.attach_keyed(
-            kind, name, connection, before=lambda runtime: connection.prepend(opening(runtime))
-        )
+
+        def before(runtime: SessionRuntime) -> None:
+            if chunk_mode is not None:
+                runtime.session.use_chunk_mode(chunk_mode)
+            connection.prepend(opening(runtime))
+
+        return await manager.attach_keyed(kind, name, connection, before=before)
 
     await serve_socket(
         websocket, codec, opener, settings=settings, route=kind, limits=platform_limits(settings)

@@ -9,12 +9,20 @@ word when the token before a dot looks like an abbreviation. A decision that nee
 not received yet waits, so every chunk depends only on the text, never on where the
 deltas were cut. Emitted text leaves the buffer and scanning resumes where it stopped,
 so the work per delta does not grow with the reply.
+
+:class:`ChunkMode` trades whole sentences for time to first audio, for platforms that
+speak text as it comes and chunk it for their own TTS (Twilio, Retell, OpenAI-compatible
+hooks): ``clause`` also cuts after a clause mark (``, ; : — …`` before a space, ``，、``)
+once a chunk has ``clause_min_chars``; ``word`` also releases, on every delta, all the
+speakable text up to the last complete word. Chunks then depend on the delta cuts,
+but never split a word, never cross a line break, and lose or repeat no text.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from gateway.core.languages import Abbrev, LanguageRules, rules_for
 from gateway.core.speech import SpeechFilter
@@ -39,6 +47,14 @@ _UPPER, _LOWER, _DIGIT, _LETTER, _SYMBOL, _INVERTED = range(6)
 _WAIT = -1
 
 
+class ChunkMode(StrEnum):
+    """How eagerly a reply is released (each mode cuts wherever the one before does)."""
+
+    SENTENCE = "sentence"  # whole sentences: for clients that speak each chunk on its own
+    CLAUSE = "clause"  # also after a clause mark
+    WORD = "word"  # also up to the last complete word on every delta
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkerConfig:
     """How a reply is cut. Lengths count characters of speakable text."""
@@ -47,12 +63,16 @@ class ChunkerConfig:
     first_chunk_min_chars: int = 40  # a clause cut for the first chunk only past this
     first_chunk_max_chars: int = 120  # first sentence longer than this: cut it early
     max_chunk_chars: int = 300  # longer chunks are cut at a clause, else a word
+    mode: ChunkMode = ChunkMode.SENTENCE
+    clause_min_chars: int = 1  # clause and word modes: no chunk shorter than this
 
     def __post_init__(self) -> None:
         if not 0 < self.first_chunk_min_chars <= self.first_chunk_max_chars:
             raise ValueError("need 0 < first_chunk_min_chars <= first_chunk_max_chars")
         if self.first_chunk_max_chars > self.max_chunk_chars:
             raise ValueError("need first_chunk_max_chars <= max_chunk_chars")
+        if not 0 < self.clause_min_chars <= self.max_chunk_chars:
+            raise ValueError("need 0 < clause_min_chars <= max_chunk_chars")
 
 
 def _match_end(pattern: re.Pattern[str], s: str, i: int) -> int:
@@ -151,17 +171,57 @@ class Chunker:
             end = self._next_end(final)
             if end == _WAIT:
                 break
-            buf = self._buf
-            chunk = buf[:end].strip()
-            self._buf = buf[end:].lstrip()
-            self._pos = 0
-            if _speakable(chunk):
-                chunks.append(chunk)
-                self._first = False
+            self._take(end, chunks)
+        if not final and self._config.mode is ChunkMode.WORD and self._buf:
+            self._release_words(chunks)
         return chunks
+
+    def _take(self, end: int, chunks: list[str]) -> None:
+        """Cut the buffer at ``end``; keep the head as a chunk if it is speakable."""
+        buf = self._buf
+        chunk = buf[:end].strip()
+        self._buf = buf[end:].lstrip()
+        self._pos = 0
+        if _speakable(chunk):
+            chunks.append(chunk)
+            self._first = False
+
+    def _release_words(self, chunks: list[str]) -> None:
+        """Word mode: emit the buffer up to its last complete word, if that says something.
+
+        The word at the end may still grow, so it stays; so does a head too short or
+        with nothing to say (it goes out with what follows).
+        """
+        buf = self._buf
+        line_end = buf.find("\n")
+        space = buf.rfind(" ", 0, line_end if line_end >= 0 else len(buf))
+        if space < self._config.clause_min_chars or not _speakable(buf[:space]):
+            return
+        self._take(space, chunks)
 
     def _next_end(self, final: bool) -> int:
         """End of the chunk at the head of the buffer, or _WAIT for more text."""
+        end = self._sentence_end(final)
+        if self._config.mode is ChunkMode.SENTENCE:
+            return end
+        clause = self._clause_end()
+        if clause == _WAIT or (end != _WAIT and end <= clause):
+            return end
+        # A sentence decision still pending before the clause mark would come first.
+        return clause if end != _WAIT or self._pos >= clause else _WAIT
+
+    def _clause_end(self) -> int:
+        """End of the first clause mark (a space must follow) past the minimum, or _WAIT."""
+        buf = self._buf
+        start = max(0, self._config.clause_min_chars - 3)
+        line_end = buf.find("\n")
+        for m in _CLAUSE.finditer(buf, start, line_end if line_end >= 0 else len(buf)):
+            if m.end() >= self._config.clause_min_chars and _speakable(buf[: m.start()]):
+                return m.end()
+        return _WAIT
+
+    def _sentence_end(self, final: bool) -> int:
+        """End of the sentence (or cut) at the head of the buffer, or _WAIT."""
         buf = self._buf
         cfg = self._config
         limit = cfg.first_chunk_max_chars if self._first else cfg.max_chunk_chars

@@ -26,6 +26,9 @@ class ErrorCode(StrEnum):
     INSTRUCTIONS_TOO_LONG = "instructions_too_long"
     SESSION_FULL = "session_full"
     PROVIDER_ERROR = "provider_error"
+    INVALID_TOOL = "invalid_tool"
+    UNKNOWN_CALL = "unknown_call"
+    TOOL_TIMEOUT = "tool_timeout"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -35,7 +35,8 @@ class ContextBudget:
 
 def estimate_tokens(message: Message) -> int:
     """A rough token count for ``message``."""
-    return -(-len(message.text) // 4) + MESSAGE_OVERHEAD_TOKENS
+    chars = len(message.text) + sum(len(c.name) + len(c.arguments) for c in message.calls)
+    return -(-chars // 4) + MESSAGE_OVERHEAD_TOKENS
 
 
 def fit_history(messages: Sequence[Message], budget: ContextBudget) -> tuple[Message, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.core.events import ServerEvent
-from gateway.core.history import GenerationRequest
+from gateway.core.history import FunctionCall, GenerationRequest
 from gateway.core.records import TurnRecord
 
 
@@ -47,6 +47,23 @@ class SaveState:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTool:
+    """Run the server tool ``call`` (a webhook) and report its result with
+    :meth:`~gateway.core.session.Session.tool_finished`."""
+
+    turn_id: str
+    call: FunctionCall
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Call :meth:`~gateway.core.session.Session.tick` at (or soon after) ``at``
+    (the session's clock): a deadline of a pending function call."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the client connection once everything before this effect was sent."""
 
@@ -54,4 +71,4 @@ class Close:
     reason: str
 
 
-Effect = Send | StartGeneration | CancelGeneration | SaveTurn | SaveState | Close
+Effect = Send | StartGeneration | CancelGeneration | SaveTurn | SaveState | RunTool | WakeAt | Close

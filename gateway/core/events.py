@@ -8,9 +8,9 @@ fields, so the native wire format is simply ``orjson.dumps(event)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from gateway.core.history import GenerationSettings, Message, Usage
+from gateway.core.history import GenerationSettings, Message, ToolSpec, Usage
 
 PROTOCOL_VERSION = 1
 
@@ -51,6 +51,29 @@ class SessionUpdate:
     instructions: str | None = None
     language: str | None = None
     generation: GenerationSettings | None = None
+    #: The client's own functions (replacing those it declared before); ``None``:
+    #: unchanged.
+    tools: tuple[ToolSpec, ...] | None = None
+    #: Template variables: ``{{name}}`` in the instructions becomes the value
+    #: (Retell ``call_details``, Twilio ``customParameters``); replaces earlier ones.
+    variables: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Greeted:
+    """The platform spoke a greeting of its own (Twilio ``welcomeGreeting``): what
+    the caller heard of it enters history as the assistant's first words, if the
+    conversation has not begun."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionResult:
+    """The client ran the function call ``call_id``: ``output`` is its result as JSON."""
+
+    call_id: str
+    output: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +110,14 @@ class TranscriptTurn:
     reply_to: str | None = None
     instructions: str | None = None
     ordinal: int | None = None
+    #: The caller's own functions for this turn (OpenAI ``tools``): a call to one
+    #: is sent as ``response.function_call`` and *ends* the turn (reason
+    #: ``function_call``), since the result comes with the next request.
+    tools: tuple[ToolSpec, ...] | None = None
+    #: OpenAI ``tool_choice``: ``auto``, ``none``, ``required`` or a function name.
+    tool_choice: str | None = None
+    #: An empty ``transcript`` keeps the stored history (Retell's reminder without one).
+    keep_history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +135,8 @@ ClientEvent = (
     | SessionEnd
     | SetHistory
     | TranscriptTurn
+    | FunctionResult
+    | Greeted
 )
 
 
@@ -181,6 +214,8 @@ class SessionUpdated:
     language: str
     instructions: str | None
     generation: GenerationSettings = GenerationSettings()
+    #: The names of the functions the client declared.
+    tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +258,55 @@ class ResponseEnd:
     latency: Latency
     #: The provider's token counts for this turn, when it gave them.
     usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseFunctionCall:
+    """The model called a client function: answer with ``function.result``; the turn
+    stays open (no ``response.end``) until every call of it is answered."""
+
+    type: Literal["response.function_call"] = "response.function_call"
+    session_id: str
+    seq: int
+    turn_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseFunctionResult:
+    """A server tool (``GATEWAY_TOOLS_FILE``) answered a call of the turn; the
+    model goes on with it. Informational: nothing to answer."""
+
+    type: Literal["response.function_result"] = "response.function_result"
+    session_id: str
+    seq: int
+    turn_id: str
+    call_id: str
+    name: str
+    output: Any
+
+
+CallAction = Literal["end_call", "transfer_call", "send_digits"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseCallControl:
+    """The model asked for call control (a built-in tool). Carry out ``end_call``
+    and ``transfer_call`` once the turn's ``response.end`` arrived and its text was
+    spoken; ``send_digits`` at once. ``to`` is the transfer target, ``digits`` the
+    keys, ``reason`` the model's reason for hanging up, if it gave one."""
+
+    type: Literal["response.call_control"] = "response.call_control"
+    session_id: str
+    seq: int
+    turn_id: str
+    call_id: str
+    action: CallAction
+    to: str | None = None
+    digits: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,6 +362,9 @@ ServerEvent = (
     | ResponseStart
     | ResponseTts
     | ResponseEnd
+    | ResponseFunctionCall
+    | ResponseFunctionResult
+    | ResponseCallControl
     | HistoryTruncated
     | UserDuplicate
     | Pong

@@ -1,16 +1,21 @@
 """Conversation history, and the contract between a turn and a provider.
 
 A turn hands a provider a :class:`GenerationRequest`; the provider streams back text
-deltas, at most a few :class:`Usage` reports (the last one counts) and one
-:class:`Finish` saying how the reply ended.
+deltas, the functions the model calls (:class:`FunctionCall`), at most a few
+:class:`Usage` reports (the last one counts) and one :class:`Finish` saying how the
+reply ended.
+
+A function call and its result live in the history too: an ``assistant`` message
+carries the calls it made (``calls``), and each result is a ``tool`` message (its
+``text`` the result as JSON, ``call_id`` and ``name`` saying what it answers).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]
 
 #: How a reply ended, whatever the provider calls it: ``stop`` (the model was
 #: done), ``max_tokens`` (cut at the output token limit), ``blocked`` (withheld by a
@@ -23,11 +28,48 @@ ThinkingLevel = Literal["minimal", "low", "medium", "high"]
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The model asked for a function: ``arguments`` is a JSON object as text.
+
+    ``call_id`` is unique in the session; ``signature`` is the provider's opaque
+    token for the call (Gemini's ``thoughtSignature``), sent back with it in the
+    history as the provider requires.
+    """
+
+    call_id: str
+    name: str
+    arguments: str = "{}"
+    signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call; ``parameters`` is a JSON Schema (an object).
+
+    ``executor`` says who runs it: the ``client`` (``response.function_call`` on
+    the native protocol), the ``server`` (a webhook from ``GATEWAY_TOOLS_FILE``), or
+    ``control`` (built-in call control, carried out by the platform adapter).
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    executor: Literal["client", "server", "control"] = "client"
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One message of the conversation, as the model should see it."""
+    """One message of the conversation, as the model should see it.
+
+    An ``assistant`` message may carry the function ``calls`` it made; a ``tool``
+    message is one call's result (``text`` is JSON, ``call_id``/``name`` the call).
+    """
 
     role: Role
     text: str
+    calls: tuple[FunctionCall, ...] = ()
+    call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +124,10 @@ class GenerationRequest:
     instructions: str | None = None
     language: str | None = None
     settings: GenerationSettings = GenerationSettings()
+    #: The functions the model may call in this turn.
+    tools: tuple[ToolSpec, ...] = ()
+    #: ``auto`` (``None``), ``none``, ``required`` or the one function name to call.
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,4 +172,4 @@ class Finish:
 
 
 #: What a provider stream yields.
-StreamItem = str | Usage | Finish
+StreamItem = str | Usage | Finish | FunctionCall

@@ -8,36 +8,56 @@ any turn but the streaming one is dropped by turn id.
 History is a tuple of immutable messages, so a request handed to a provider can
 never change what the session keeps. :meth:`Session.state` and
 :meth:`Session.restore` carry a session across restarts.
+
+Function calls keep a turn open. The model's calls of one provider stream form a
+*round*: client functions are sent as ``response.function_call``, server functions
+become :class:`~gateway.core.effects.RunTool`, call control is answered at once
+(``response.call_control``). When the stream has ended and every call of the round
+has its result, the round (the text before the calls, the calls, their results)
+enters the history and the same turn asks the model again, which goes on speaking.
+A round of call control only ends the turn instead. A call not answered within
+``tool_timeout_s`` fails the turn (``tool_timeout``); the deadline is the core's,
+with the time given to :meth:`Session.tick` by the shell (:class:`WakeAt`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gateway.core.chunker import Chunker, ChunkerConfig
+import orjson
+
+from gateway.core.chunker import Chunker, ChunkerConfig, ChunkMode
 from gateway.core.codes import CloseCode, ErrorCode
 from gateway.core.context import ContextBudget, fit_history
 from gateway.core.effects import (
     CancelGeneration,
     Close,
     Effect,
+    RunTool,
     SaveState,
     SaveTurn,
     Send,
     StartGeneration,
+    WakeAt,
 )
 from gateway.core.events import (
+    CallAction,
     ClientEvent,
     Error,
+    FunctionResult,
+    Greeted,
     HistoryTruncated,
     Interrupt,
     Latency,
     Ping,
     PlaybackAck,
     Pong,
+    ResponseCallControl,
     ResponseCreate,
     ResponseEnd,
+    ResponseFunctionCall,
+    ResponseFunctionResult,
     ResponseStart,
     ResponseTts,
     ServerEvent,
@@ -56,19 +76,26 @@ from gateway.core.events import (
 from gateway.core.history import (
     NO_USAGE,
     Finish,
+    FunctionCall,
     GenerationRequest,
     GenerationSettings,
     Message,
+    ToolSpec,
     Usage,
 )
 from gateway.core.records import TurnRecord
 from gateway.core.state import STATE_VERSION, LastReply, OpenTurn, SessionState
+from gateway.core.tools import CONTROL_TOOLS
+
+_CONTROL_NAMES = frozenset(CONTROL_TOOLS)
 
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 #: Control characters (but tab and newline) never reach the model.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: How many client message ids are remembered to recognise a resent message.
 SEEN_IDS = 256
+#: How many times one turn may go back to the model with function results.
+MAX_TOOL_ROUNDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +115,7 @@ class SessionConfig:
     first_chunk_min_chars: int = 40
     first_chunk_max_chars: int = 120
     max_chunk_chars: int = 300
+    chunk_mode: ChunkMode = ChunkMode.SENTENCE
     #: Generation settings every turn starts from (``session.update`` changes them).
     generation: GenerationSettings = GenerationSettings()
     #: How much of the history a turn sends to the model.
@@ -97,6 +125,10 @@ class SessionConfig:
     #: ``(language, line)`` pairs: the line spoken when a turn fails, chosen by the
     #: session language (exact tag, then its primary subtag, then ``*``).
     fallback_text: tuple[tuple[str, str], ...] = ()
+    #: Server-wide tools (webhooks from ``GATEWAY_TOOLS_FILE``, call control).
+    tools: tuple[ToolSpec, ...] = ()
+    #: Seconds a function call may stay unanswered before its turn fails.
+    tool_timeout_s: float = 30.0
 
 
 def fallback_line(lines: tuple[tuple[str, str], ...], language: str) -> str | None:
@@ -106,11 +138,42 @@ def fallback_line(lines: tuple[tuple[str, str], ...], language: str) -> str | No
     return table.get(tag) or table.get(tag.split("-")[0]) or table.get("*")
 
 
+@dataclass(slots=True)
+class _Round:
+    """The function calls of one provider stream of a turn, and their results."""
+
+    #: Where the round's text starts in the turn's ``parts`` and ``chunks``.
+    first_part: int = 0
+    first_chunk: int = 0
+    calls: list[FunctionCall] = field(default_factory=list)
+    #: Results by call id (JSON text), in no order; the history takes call order.
+    results: dict[str, str] = field(default_factory=dict)
+    #: Call id -> deadline of the calls not answered yet.
+    pending: dict[str, float] = field(default_factory=dict)
+    #: The provider stream of this round ended.
+    streamed: bool = False
+    #: A client function was called in a turn whose results come with the next
+    #: request (a transcript platform): the round ends the turn.
+    ends_turn: bool = False
+
+    @property
+    def controls_only(self) -> bool:
+        """Every call was call control, and each was carried out (a refused one,
+        such as a transfer without a target, goes back to the model)."""
+        return all(
+            call.name in _CONTROL_NAMES and self.results.get(call.call_id) == _OK
+            for call in self.calls
+        )
+
+
 class _Turn:
     """Mutable state of the one streaming turn."""
 
     __slots__ = (
         "acked",
+        "round",
+        "rounds",
+        "spent",
         "chunker",
         "chunks",
         "fallback",
@@ -145,6 +208,38 @@ class _Turn:
         self.usage: Usage | None = None
         #: The last chunk is the fallback line, not the model's text.
         self.fallback = False
+        self.round = _Round()
+        #: How many rounds of function calls went back to the model.
+        self.rounds = 0
+        #: Tokens the turn's finished rounds used.
+        self.spent: Usage | None = None
+
+
+#: The result of a call-control tool the adapter will carry out.
+_OK = '{"ok":true}'
+_DIGITS = re.compile(r"^[0-9*#wW]{1,64}$")
+
+
+_VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
+
+
+def render(instructions: str | None, variables: tuple[tuple[str, str], ...]) -> str | None:
+    """``instructions`` with each ``{{name}}`` replaced by its variable (names not
+    given are left as they are)."""
+    if instructions is None or not variables or "{{" not in instructions:
+        return instructions
+    values = dict(variables)
+    return _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), instructions)
+
+
+def _error_output(message: str) -> str:
+    """A function result saying the call failed (the model can tell the user)."""
+    return orjson.dumps({"error": message}).decode()
+
+
+def _text_arg(arguments: dict[str, object], name: str) -> str | None:
+    value = arguments.get(name)
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _ms(start: float, end: float | None) -> int | None:
@@ -163,6 +258,7 @@ class Session:
         self._config = config
         self._instructions = config.system_instruction
         self._language = config.language
+        self._chunk_mode = config.chunk_mode
         self._history: tuple[Message, ...] = ()
         self._seq = 0
         self._turns = 0
@@ -174,6 +270,12 @@ class Session:
         self._client_acks = False
         self._generation = GenerationSettings()
         self._usage = NO_USAGE
+        self._client_tools: tuple[ToolSpec, ...] = ()
+        #: Client calls end their turn (set by a ``TranscriptTurn`` with ``tools``).
+        self._calls_end_turn = False
+        self._variables: tuple[tuple[str, str], ...] = ()
+        self._tool_choice: str | None = None
+        self._calls = 0
         self._effects: list[Effect] = []
         self.closed = False
 
@@ -200,6 +302,8 @@ class Session:
             usage=self._usage,
             ended=self.closed,
             last_ordinal=self._last_ordinal,
+            client_tools=self._client_tools,
+            variables=self._variables,
         )
 
     @classmethod
@@ -233,6 +337,8 @@ class Session:
         session._usage = state.usage
         session.closed = state.ended
         session._last_ordinal = state.last_ordinal
+        session._client_tools = state.client_tools
+        session._variables = state.variables
         if state.open_turn is not None:
             open_turn = state.open_turn
             turn = _Turn(
@@ -274,6 +380,16 @@ class Session:
     def generation(self) -> GenerationSettings:
         """The generation settings the next turn sends."""
         return self._config.generation.merged(self._generation)
+
+    @property
+    def tools(self) -> tuple[ToolSpec, ...]:
+        """The functions the model may call: the server's, then the client's."""
+        return (*self._config.tools, *self._client_tools)
+
+    @property
+    def pending_calls(self) -> tuple[str, ...]:
+        """Ids of the streaming turn's function calls still waiting for a result."""
+        return tuple(self._turn.round.pending) if self._turn is not None else ()
 
     @property
     def streaming_turn_id(self) -> str | None:
@@ -346,6 +462,18 @@ class Session:
                 self._send(Pong(session_id=self.id, seq=self._seq, id=event.id))
             case SessionEnd():
                 self.end("ended by the client", now)
+            case FunctionResult():
+                if not self._take_result(event.call_id, event.output, now):
+                    self.reject(
+                        ErrorCode.UNKNOWN_CALL,
+                        f"function.result for {event.call_id[:64]!r}: no such call is waiting "
+                        "(unknown, already answered, or its turn ended)",
+                    )
+            case Greeted():
+                text = _CONTROL.sub("", event.text).strip()
+                if text and not self._history and self._turn is None:
+                    self._history = (Message("assistant", text),)
+                    self._effects.append(SaveState())
             case SetHistory():
                 self._history = self._fit(event.transcript)
                 self._last_reply = None
@@ -361,10 +489,17 @@ class Session:
                     self._end_turn(
                         self._turn, "superseded", now, reason="a newer response was requested"
                     )
-                self._history = self._fit(event.transcript)
+                if event.transcript or not event.keep_history:
+                    self._history = self._fit(event.transcript)
                 self._last_reply = None
+                if event.tools is not None:
+                    # A server tool of the same name wins (it is not declared twice).
+                    taken = {tool.name for tool in self._config.tools}
+                    self._client_tools = tuple(t for t in event.tools if t.name not in taken)
+                    self._calls_end_turn = True
+                    self._tool_choice = event.tool_choice
                 last_user = next(
-                    (m.text for m in reversed(event.transcript) if m.role == "user"), None
+                    (m.text for m in reversed(self._history) if m.role == "user"), None
                 )
                 self._start_turn(event.reply_to, last_user, now, instructions=event.instructions)
 
@@ -417,12 +552,107 @@ class Session:
         makes the user hear a sentence twice; returns whether the turn was reset.
         """
         turn = self._turn
-        if turn is None or turn.id != turn_id or turn.chunks:
+        if turn is None or turn.id != turn_id:
             return False
-        turn.parts.clear()
+        current = turn.round
+        if len(turn.chunks) > current.first_chunk or current.calls:
+            return False
+        del turn.parts[current.first_part :]
         turn.chunker = self._new_chunker()
-        turn.first_token_at = None
+        if turn.rounds == 0:
+            turn.first_token_at = None
         return True
+
+    def provider_call(self, turn_id: str, call: FunctionCall, now: float) -> None:
+        """The model called a function in ``turn_id``.
+
+        The text before the call is spoken now (the chunker is flushed). A client
+        function is sent as ``response.function_call``, a server one becomes a
+        :class:`RunTool`; call control and unknown functions are answered at once.
+        """
+        turn = self._turn
+        if turn is None or turn.id != turn_id:
+            return
+        for chunk in turn.chunker.flush():
+            self._send_chunk(turn, chunk, now)
+        self._calls += 1
+        taken = {c.call_id for c in turn.round.calls}
+        if not call.call_id or call.call_id in taken or len(call.call_id) > 128:
+            call = FunctionCall(
+                f"call_{turn.id}_{self._calls}", call.name, call.arguments, call.signature
+            )
+        current = turn.round
+        current.calls.append(call)
+        tool = next((t for t in self.tools if t.name == call.name), None)
+        try:
+            arguments = orjson.loads(call.arguments)
+        except orjson.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            current.results[call.call_id] = _error_output("the arguments are not a JSON object")
+            return
+        if tool is None:
+            current.results[call.call_id] = _error_output(f"there is no function {call.name!r}")
+            return
+        if tool.executor == "control":
+            self._call_control(turn, call, arguments)
+            return
+        if tool.executor == "client" and self._calls_end_turn:
+            current.ends_turn = True
+        else:
+            deadline = now + self._config.tool_timeout_s
+            current.pending[call.call_id] = deadline
+            self._effects.append(WakeAt(deadline))
+        if tool.executor == "server":
+            self._effects.append(RunTool(turn.id, call))
+        else:
+            self._send(
+                ResponseFunctionCall(
+                    session_id=self.id,
+                    seq=self._next_seq(),
+                    turn_id=turn.id,
+                    call_id=call.call_id,
+                    name=call.name,
+                    arguments=arguments,
+                )
+            )
+
+    def tool_finished(self, call_id: str, output: str, now: float) -> None:
+        """A server tool's result (JSON text), announced as ``response.function_result``;
+        dropped if its turn has ended."""
+        turn = self._turn
+        if turn is None or call_id not in turn.round.pending:
+            return
+        name = next((c.name for c in turn.round.calls if c.call_id == call_id), "")
+        self._send(
+            ResponseFunctionResult(
+                session_id=self.id,
+                seq=self._next_seq(),
+                turn_id=turn.id,
+                call_id=call_id,
+                name=name,
+                output=orjson.loads(output),
+            )
+        )
+        self._take_result(call_id, output, now)
+
+    def tick(self, now: float) -> None:
+        """The time is ``now``: fail the streaming turn if a call's deadline passed."""
+        turn = self._turn
+        if turn is None or not turn.round.pending:
+            return
+        late = [cid for cid, at in turn.round.pending.items() if at <= now]
+        if not late:
+            return
+        names = ", ".join(c.name for c in turn.round.calls if c.call_id in late)
+        self.provider_failed(
+            turn.id,
+            now,
+            message=f"no result for {names} within {self._config.tool_timeout_s:g} s",
+            retryable=False,
+            detail="tool_timeout",
+            code=ErrorCode.TOOL_TIMEOUT,
+        )
 
     def provider_usage(self, turn_id: str, usage: Usage) -> None:
         """The provider counted the tokens of ``turn_id`` (the last count wins)."""
@@ -443,6 +673,16 @@ class Session:
         if turn is None or turn.id != turn_id:
             return
         reason = "stop" if finish is None else finish.reason
+        current = turn.round
+        if current.calls and reason != "blocked":
+            for chunk in turn.chunker.flush():
+                self._send_chunk(turn, chunk, now)
+            current.streamed = True
+            if turn.usage is not None:
+                turn.spent = turn.usage if turn.spent is None else turn.spent + turn.usage
+                turn.usage = None
+            self._advance(turn, now)
+            return
         raw = f" ({finish.raw})" if finish is not None and finish.raw else ""
         if reason == "blocked":
             self.provider_failed(
@@ -453,7 +693,7 @@ class Session:
                 detail="blocked",
             )
             return
-        if not any(part.strip() for part in turn.parts):
+        if not any(part.strip() for part in turn.parts[current.first_part :]) and not turn.rounds:
             cut = (
                 " before any text: the output token limit is too low"
                 if reason == "max_tokens"
@@ -649,6 +889,16 @@ class Session:
                 "like 'en', 'es-ES' or 'pt-BR'",
             )
             return
+        if event.tools is not None:
+            server = {tool.name for tool in self._config.tools} | _CONTROL_NAMES
+            clash = next((tool.name for tool in event.tools if tool.name in server), None)
+            if clash is not None:
+                self.reject(
+                    ErrorCode.INVALID_TOOL,
+                    f"session.update tools: {clash!r} is a server tool of this gateway; "
+                    "give the client's function another name",
+                )
+                return
         if event.generation is not None:
             if (
                 event.generation.thinking_level is not None
@@ -660,6 +910,10 @@ class Session:
                 )
                 return
             self._generation = self._generation.merged(event.generation)
+        if event.tools is not None:
+            self._client_tools = event.tools
+        if event.variables is not None:
+            self._variables = event.variables
         if event.instructions is not None:
             self._instructions = event.instructions.strip() or self._config.system_instruction
         if event.language is not None:
@@ -671,11 +925,123 @@ class Session:
                 language=self._language,
                 instructions=self._instructions,
                 generation=self.generation,
+                tools=tuple(tool.name for tool in self._client_tools),
             )
         )
         self._effects.append(SaveState())
 
+    # --- function calls ----------------------------------------------------------
+
+    def _call_control(self, turn: _Turn, call: FunctionCall, arguments: dict[str, object]) -> None:
+        """Answer a call-control tool at once and tell the adapter to carry it out."""
+        action: CallAction
+        to = digits = reason = None
+        if call.name == "end_call":
+            action = "end_call"
+            reason = _text_arg(arguments, "reason")
+        elif call.name == "transfer_call":
+            action = "transfer_call"
+            to = _text_arg(arguments, "to")
+            if not to:
+                turn.round.results[call.call_id] = _error_output("transfer_call needs 'to'")
+                return
+        else:
+            action = "send_digits"
+            digits = _text_arg(arguments, "digits")
+            if not digits or not _DIGITS.match(digits):
+                turn.round.results[call.call_id] = _error_output(
+                    "send_digits needs 'digits' made of 0-9, *, # and w"
+                )
+                return
+        turn.round.results[call.call_id] = _OK
+        self._send(
+            ResponseCallControl(
+                session_id=self.id,
+                seq=self._next_seq(),
+                turn_id=turn.id,
+                call_id=call.call_id,
+                action=action,
+                to=to,
+                digits=digits,
+                reason=reason,
+            )
+        )
+
+    def _take_result(self, call_id: str, output: str, now: float) -> bool:
+        """Record the result of a pending call; ``False`` if no such call waits."""
+        turn = self._turn
+        if turn is None or call_id not in turn.round.pending:
+            return False
+        del turn.round.pending[call_id]
+        turn.round.results[call_id] = output
+        self._advance(turn, now)
+        return True
+
+    def _advance(self, turn: _Turn, now: float) -> None:
+        """Once the round's stream ended and every call has its result: go back to
+        the model with them, or (call control only) end the turn."""
+        current = turn.round
+        if not current.streamed or current.pending:
+            return
+        if current.ends_turn:
+            self._end_turn(turn, "completed", now, reason="function_call")
+            return
+        if current.controls_only:
+            self._end_turn(turn, "completed", now, reason=None)
+            return
+        if turn.rounds >= MAX_TOOL_ROUNDS:
+            self.provider_failed(
+                turn.id,
+                now,
+                message=f"the model called functions in {MAX_TOOL_ROUNDS} rounds without "
+                "finishing its reply",
+                retryable=False,
+                detail="too_many_tool_rounds",
+            )
+            return
+        self._history = (*self._history, *self._round_messages(turn, None))
+        turn.rounds += 1
+        turn.round = _Round(first_part=len(turn.parts), first_chunk=len(turn.chunks))
+        turn.chunker = self._new_chunker()
+        self._effects.append(SaveState())
+        self._effects.append(StartGeneration(self._request(turn.id, instructions=None)))
+
+    def _round_messages(self, turn: _Turn, text: str | None) -> tuple[Message, ...]:
+        """The round as history: the assistant's text and calls, then each result
+        (a call left unanswered gets an error result, so every call has one)."""
+        current = turn.round
+        said = "".join(turn.parts[current.first_part :]) if text is None else text
+        results = tuple(
+            Message(
+                "tool",
+                current.results.get(call.call_id)
+                or _error_output("no result: the turn ended before it came"),
+                call_id=call.call_id,
+                name=call.name,
+            )
+            for call in current.calls
+        )
+        return (Message("assistant", said, calls=tuple(current.calls)), *results)
+
+    def _request(self, turn_id: str, *, instructions: str | None) -> GenerationRequest:
+        return GenerationRequest(
+            session_id=self.id,
+            turn_id=turn_id,
+            system_instruction=render(self._instructions, self._variables),
+            messages=fit_history(self._history, self._config.context),
+            instructions=instructions,
+            language=self._language,
+            settings=self.generation,
+            tools=self.tools,
+            tool_choice=self._tool_choice,
+        )
+
     # --- turns -------------------------------------------------------------------
+
+    def use_chunk_mode(self, mode: ChunkMode) -> None:
+        """Cut the replies of turns started from now on in ``mode`` (the route's choice,
+        set by its adapter each time it opens the session; not part of the state)."""
+        self._chunk_mode = mode
 
     def _within_budget(self) -> bool:
         """Whether the session may start another turn; if not, say so."""
@@ -697,6 +1063,7 @@ class Session:
                 first_chunk_min_chars=cfg.first_chunk_min_chars,
                 first_chunk_max_chars=cfg.first_chunk_max_chars,
                 max_chunk_chars=cfg.max_chunk_chars,
+                mode=self._chunk_mode,
             )
         )
 
@@ -720,19 +1087,7 @@ class Session:
         )
         self._effects.append(SaveTurn(self._record(turn, None, "", None, None, None)))
         self._effects.append(SaveState())
-        self._effects.append(
-            StartGeneration(
-                GenerationRequest(
-                    session_id=self.id,
-                    turn_id=turn.id,
-                    system_instruction=self._instructions,
-                    messages=fit_history(self._history, self._config.context),
-                    instructions=instructions,
-                    language=self._language,
-                    settings=self.generation,
-                )
-            )
-        )
+        self._effects.append(StartGeneration(self._request(turn.id, instructions=instructions)))
         return turn.id
 
     def _send_chunk(self, turn: _Turn, chunk: str, now: float) -> None:
@@ -763,22 +1118,36 @@ class Session:
             self._effects.append(CancelGeneration(turn.id))
         model_chunks = turn.chunks[:-1] if turn.fallback else turn.chunks
         text = "".join(turn.parts) or " ".join(model_chunks)
-        if turn.usage is not None:
-            self._usage = self._usage + turn.usage
+        usage = turn.usage if turn.spent is None else turn.spent + (turn.usage or NO_USAGE)
+        if usage is not None:
+            self._usage = self._usage + usage
+        current = turn.round
+        own_chunks = turn.chunks[current.first_chunk :]
         if status == "completed":
-            kept = "".join(turn.parts)
-        elif heard_text is not None:
+            kept = "".join(turn.parts[current.first_part :])
+        elif heard_text is not None and not turn.rounds:
             kept = heard_text.strip()
         else:
-            kept = " ".join(turn.chunks)
-        if kept:
+            kept = " ".join(own_chunks)
+        if current.calls:
+            at = len(self._history)
+            self._history = (*self._history, *self._round_messages(turn, kept))
+            self._last_reply = (
+                LastReply(turn.id, at, (kept,), 0) if kept and status != "completed" else None
+            )
+        elif kept:
             self._history = (*self._history, Message("assistant", kept))
-            chunks = tuple(turn.chunks) if status == "completed" else (kept,)
-            acked = turn.acked if status == "completed" else 0
+            chunks = tuple(own_chunks) if status == "completed" else (kept,)
+            acked = turn.acked - current.first_chunk if status == "completed" else 0
             self._last_reply = LastReply(turn.id, len(self._history) - 1, chunks, acked)
         else:
             self._last_reply = None
-        spoken = None if status == "completed" else kept
+        if status == "completed":
+            spoken = None
+        elif turn.rounds:
+            spoken = heard_text.strip() if heard_text is not None else " ".join(turn.chunks)
+        else:
+            spoken = kept
         latency = Latency(
             first_token_ms=_ms(turn.started_at, turn.first_token_at),
             first_chunk_ms=_ms(turn.started_at, turn.first_chunk_at),
@@ -794,7 +1163,7 @@ class Session:
                 spoken_text=spoken,
                 reason=reason,
                 latency=latency,
-                usage=turn.usage,
+                usage=usage,
             )
         )
         self._effects.append(SaveTurn(self._record(turn, status, text, spoken, reason, now)))

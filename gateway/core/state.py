@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.core.history import NO_USAGE, GenerationSettings, Message, Usage
+from gateway.core.history import NO_USAGE, GenerationSettings, Message, ToolSpec, Usage
 from gateway.errors import StateError
 
 __all__ = ["LastReply", "OpenTurn", "SessionState", "StateError", "decode_state", "encode_state"]
@@ -62,6 +62,10 @@ class SessionState:
     ended: bool = False
     #: The newest ``TranscriptTurn.ordinal`` taken (stale requests are ignored).
     last_ordinal: int | None = None
+    #: The functions the client declared (``session.update`` ``tools``).
+    client_tools: tuple[ToolSpec, ...] = ()
+    #: Template variables for ``{{name}}`` in the instructions.
+    variables: tuple[tuple[str, str], ...] = ()
 
 
 _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)

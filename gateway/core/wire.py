@@ -8,7 +8,7 @@ JSON at all is taken as a ``user.message``, so typing into ``wscat`` works.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -25,16 +25,19 @@ from pydantic import (
 from gateway.core.codes import ErrorCode
 from gateway.core.events import (
     ClientEvent,
+    FunctionResult,
     Interrupt,
     Ping,
     PlaybackAck,
     ResponseCreate,
     ServerEvent,
     SessionEnd,
+    SessionResync,
     SessionUpdate,
     UserMessage,
 )
-from gateway.core.history import GenerationSettings, ThinkingLevel
+from gateway.core.history import GenerationSettings, Message, ThinkingLevel, ToolSpec
+from gateway.core.tools import MAX_TOOLS, ToolError, check_tool, unique
 
 # Characters that can start a JSON document; any other first character is plain text.
 _JSON_START = frozenset('{["-0123456789tfn')
@@ -76,6 +79,17 @@ class _SessionUpdate(_Model):
     max_output_tokens: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     thinking_level: ThinkingLevel | None = None
     thinking_budget: Annotated[StrictInt, Field(ge=-1, le=1_000_000)] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = None
+    variables: (
+        Annotated[
+            dict[
+                Annotated[StrictStr, Field(max_length=64)],
+                Annotated[StrictStr, Field(max_length=1000)] | StrictInt | StrictFloat,
+            ],
+            Field(max_length=64),
+        ]
+        | None
+    ) = None
 
     def generation(self) -> GenerationSettings | None:
         settings = GenerationSettings(
@@ -85,6 +99,12 @@ class _SessionUpdate(_Model):
             thinking_budget=self.thinking_budget,
         )
         return None if settings == GenerationSettings() else settings
+
+
+class _FunctionResult(_Model):
+    type: Literal["function.result"]
+    call_id: Annotated[StrictStr, Field(min_length=1, max_length=_ID_MAX)]
+    output: Any = None
 
 
 class _Ping(_Model):
@@ -103,7 +123,8 @@ _ClientFrame = Annotated[
     | _ResponseCreate
     | _SessionUpdate
     | _Ping
-    | _SessionEnd,
+    | _SessionEnd
+    | _FunctionResult,
     Field(discriminator="type"),
 ]
 _CLIENT_FRAME: TypeAdapter[_ClientFrame] = TypeAdapter(_ClientFrame)
@@ -116,6 +137,7 @@ CLIENT_TYPES = (
     "session.update",
     "ping",
     "session.end",
+    "function.result",
 )
 
 
@@ -125,6 +147,22 @@ class WireError:
 
     code: ErrorCode
     message: str
+
+
+def _tools(declared: list[dict[str, Any]]) -> tuple[ToolSpec, ...]:
+    """``session.update`` ``tools``: each checked (:class:`ToolError` names the bad one)."""
+    return unique(
+        (
+            check_tool(
+                tool.get("name"),
+                tool.get("description"),
+                tool.get("parameters"),
+                where=f"tools[{index}]",
+            )
+            for index, tool in enumerate(declared)
+        ),
+        where="session.update tools",
+    )
 
 
 def _to_event(frame: _ClientFrame) -> ClientEvent:
@@ -142,7 +180,13 @@ def _to_event(frame: _ClientFrame) -> ClientEvent:
                 instructions=frame.instructions,
                 language=frame.language,
                 generation=frame.generation(),
+                tools=None if frame.tools is None else _tools(frame.tools),
+                variables=None
+                if frame.variables is None
+                else tuple(sorted((k, str(v)) for k, v in frame.variables.items())),
             )
+        case _FunctionResult():
+            return FunctionResult(call_id=frame.call_id, output=orjson.dumps(frame.output).decode())
         case _Ping():
             return Ping(id=frame.id)
         case _SessionEnd():
@@ -191,8 +235,35 @@ def decode(frame: str | bytes, *, max_bytes: int) -> ClientEvent | WireError:
         return _to_event(_CLIENT_FRAME.validate_python(data))
     except ValidationError as exc:
         return _describe(exc)
+    except ToolError as exc:
+        return WireError(ErrorCode.INVALID_TOOL, str(exc))
 
 
 def encode(event: ServerEvent) -> str:
-    """Serialize a server event as one JSON text frame."""
+    """Serialize a server event as one JSON text frame.
+
+    A ``session.resync`` transcript lists ``{role, text}``, with ``calls`` on a
+    message that called functions and ``call_id``/``name`` on a function result.
+    """
+    if isinstance(event, SessionResync):
+        data = {
+            "type": event.type,
+            "session_id": event.session_id,
+            "seq": event.seq,
+            "transcript": [_entry(m) for m in event.transcript],
+            "streaming_turn_id": event.streaming_turn_id,
+        }
+        return orjson.dumps(data).decode()
     return orjson.dumps(event).decode()
+
+
+def _entry(message: Message) -> dict[str, Any]:
+    entry: dict[str, Any] = {"role": message.role, "text": message.text}
+    if message.calls:
+        entry["calls"] = [
+            {"call_id": c.call_id, "name": c.name, "arguments": orjson.loads(c.arguments)}
+            for c in message.calls
+        ]
+    if message.call_id is not None:
+        entry["call_id"], entry["name"] = message.call_id, message.name
+    return entry

@@ -2,7 +2,9 @@
 
 A provider turns a :class:`~gateway.core.history.GenerationRequest` into an async
 stream of :data:`~gateway.core.history.StreamItem`: text deltas (``str``), the
-provider's own token counts (:class:`~gateway.core.history.Usage`, the last one
+functions the model calls (:class:`~gateway.core.history.FunctionCall`, each
+whole, with JSON-object arguments; a reply that calls functions finishes
+``stop``), the provider's own token counts (:class:`~gateway.core.history.Usage`, the last one
 counts) and at most one :class:`~gateway.core.history.Finish` saying how the reply
 ended (a stream that ends without one ended normally). A reply the provider
 withholds is a ``Finish("blocked")``, not an exception.

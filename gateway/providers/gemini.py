@@ -13,9 +13,21 @@ Each turn sends the request's generation settings; when a request says nothing
 about thinking, :func:`voice_thinking` picks the lowest-latency setting the model
 allows (every second of thinking is a second of dead air before the first word).
 
+Function calls: the request's tools are sent as ``functionDeclarations`` (their
+JSON Schemas as ``parametersJsonSchema``); a ``functionCall`` part in the stream
+is yielded as a :class:`~gateway.core.history.FunctionCall` (with its
+``thoughtSignature``, which is sent back with the call in the history, as Gemini
+requires); a ``tool`` message of the history is a ``functionResponse`` part.
+
 The stream yields text, then the call's :class:`~gateway.core.history.Usage` (from
 ``usage_metadata``) and a :class:`~gateway.core.history.Finish` mapped from
 Gemini's finish or block reason.
+
+The call itself goes through :mod:`gateway.providers.gemini_rest`: the SDK's client,
+transport and errors, without its per-turn pydantic validation of the whole history
+and its per-piece response models (the history becomes REST JSON directly, each
+piece is read with orjson; the config is converted by the SDK once per distinct
+setting).
 
 SDK errors are translated into :class:`~gateway.providers.base.ProviderError`.
 Messages carry the model, the HTTP status and Google's status name only: never the
@@ -27,10 +39,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
+import orjson
 import pydantic
 from google import genai
 from google.genai import errors as genai_errors
@@ -41,7 +54,6 @@ from gateway.core.history import (
     FinishReason,
     GenerationRequest,
     GenerationSettings,
-    Message,
     StreamItem,
     Usage,
 )
@@ -51,15 +63,16 @@ from gateway.providers.base import (
     ProviderError,
     build_system_instruction,
 )
+from gateway.providers.gemini_rest import MalformedPiece, Piece, RestStream, rest_contents
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
 logger = logging.getLogger("gateway.providers.gemini")
 
-#: What the pump hands to the consumer: a response, the error that ended the
-#: stream, or None at the end.
-_PumpItem = types.GenerateContentResponse | Exception | None
+#: What the pump hands to the consumer: a piece, the error that ended the stream,
+#: or None at the end.
+_PumpItem = Piece | Exception | None
 
 
 _F = types.FinishReason
@@ -86,6 +99,11 @@ _FINISH_REASONS: Final[Mapping[types.FinishReason, FinishReason]] = {
     },
 }
 
+#: The same, by the names on the wire.
+_FINISH_BY_NAME: Final[Mapping[str, FinishReason]] = {
+    reason.value: name for reason, name in _FINISH_REASONS.items()
+}
+
 #: ``google.rpc.ErrorInfo`` reasons that mean the API key itself is wrong.
 _BAD_KEY_REASONS: Final = frozenset(
     {
@@ -96,13 +114,22 @@ _BAD_KEY_REASONS: Final = frozenset(
     }
 )
 
+#: httpx's default pool keeps 20 idle connections and allows 100 at once: past 20
+#: concurrent turns each turn would open (and, to Google, TLS-handshake) a new
+#: connection, and past 100 turns would queue for one. The gateway's own connection
+#: limits bound the concurrency; idle connections are kept while turns come.
+_POOL: Final = httpx.Limits(
+    max_connections=None, max_keepalive_connections=None, keepalive_expiry=30.0
+)
+
 _TIMEOUT_ERRORS: Final = (httpx.TimeoutException,)
 # Connect errors, reset/closed connections, a body cut mid-way (RemoteProtocolError).
 _CONNECTION_ERRORS: Final = (httpx.TransportError,)
 _MALFORMED_ERRORS: Final = (
     genai_errors.UnknownApiResponseError,  # an SSE event that is not JSON
+    MalformedPiece,  # JSON that is not a GenerateContentResponse
     json.JSONDecodeError,
-    pydantic.ValidationError,  # JSON that is not a GenerateContentResponse
+    pydantic.ValidationError,
     httpx.DecodingError,
 )
 
@@ -148,7 +175,43 @@ def build_config(
         thinking_config=thinking,
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         automatic_continuation=False,
+        tools=build_tools(request),
+        tool_config=build_tool_config(request),
     )
+
+
+def build_tool_config(request: GenerationRequest) -> types.ToolConfig | None:
+    """``tool_choice`` as Gemini's function-calling mode (``None``: the default, AUTO)."""
+    choice = request.tool_choice
+    if not request.tools or choice in (None, "auto"):
+        return None
+    if choice == "none":
+        mode, names = types.FunctionCallingConfigMode.NONE, None
+    elif choice == "required":
+        mode, names = types.FunctionCallingConfigMode.ANY, None
+    else:
+        mode, names = types.FunctionCallingConfigMode.ANY, [choice]
+    return types.ToolConfig(
+        function_calling_config=types.FunctionCallingConfig(mode=mode, allowed_function_names=names)
+    )
+
+
+def build_tools(request: GenerationRequest) -> list[types.Tool] | None:
+    """The request's functions as one Gemini tool of function declarations."""
+    if not request.tools:
+        return None
+    return [
+        types.Tool(
+            function_declarations=[
+                types.FunctionDeclaration(
+                    name=tool.name,
+                    description=tool.description or None,
+                    parameters_json_schema=tool.parameters or {"type": "object"},
+                )
+                for tool in request.tools
+            ]
+        )
+    ]
 
 
 def from_settings(settings: Settings) -> GeminiProvider:
@@ -185,7 +248,7 @@ class GeminiProvider:
             raise ValueError("timeout_s must be positive")
         self._model = model
         # Our own httpx clients pin the SDK's HTTP library (see the module docstring).
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(limits=_POOL)
         self._http_sync = httpx.Client()
         self._client = genai.Client(
             vertexai=False,  # ignore GOOGLE_GENAI_USE_VERTEXAI from the environment
@@ -198,6 +261,7 @@ class GeminiProvider:
                 httpx_client=self._http_sync,
             ),
         )
+        self._rest = RestStream(self._client, model)
 
     @property
     def name(self) -> str:
@@ -218,9 +282,11 @@ class GeminiProvider:
         text came first. Thought parts are skipped.
         """
         contents = build_contents(request)
-        config = build_config(
-            request, self._model, system_instruction=build_system_instruction(request)
-        )
+        system = build_system_instruction(request)
+
+        def config() -> types.GenerateContentConfig:
+            return build_config(request, self._model, system_instruction=system)
+
         # The SDK is driven by a pump task rather than from this generator. The
         # SDK nests several async generators and closing the outer one does not
         # close the inner ones (they sit in a reference cycle until the cyclic GC
@@ -229,10 +295,11 @@ class GeminiProvider:
         # cancelling it unwinds every SDK frame from the socket read up and the
         # SDK's own ``finally`` closes the response before the pump ends.
         queue: asyncio.Queue[_PumpItem] = asyncio.Queue()
+        pieces = self._rest.stream(contents, _config_key(request, system), config)
         pump = asyncio.create_task(
-            self._pump(contents, config, queue), name=f"gemini-stream:{request.turn_id}"
+            self._pump(pieces, queue), name=f"gemini-stream:{request.turn_id}"
         )
-        usage: types.GenerateContentResponseUsageMetadata | None = None
+        usage: Mapping[str, Any] | None = None
         finish: Finish | None = None
         try:
             while True:
@@ -241,9 +308,9 @@ class GeminiProvider:
                     break
                 if isinstance(item, Exception):
                     raise self._translate(item) from item
-                for text in _texts(item):
-                    yield text
-                usage = item.usage_metadata or usage
+                for part in item.parts:
+                    yield part
+                usage = item.usage or usage
                 finish = _finish(item) or finish
                 if finish is not None and finish.reason == "blocked":
                     logger.warning(
@@ -259,19 +326,11 @@ class GeminiProvider:
         if finish is not None:
             yield finish
 
-    async def _pump(
-        self,
-        contents: list[types.Content],
-        config: types.GenerateContentConfig,
-        queue: asyncio.Queue[_PumpItem],
-    ) -> None:
-        """Feed SDK responses, then None, into ``queue``; an exception ends the feed."""
+    async def _pump(self, pieces: AsyncIterator[Piece], queue: asyncio.Queue[_PumpItem]) -> None:
+        """Feed the stream's pieces, then None, into ``queue``; an exception ends the feed."""
         try:
-            sdk_stream = await self._client.aio.models.generate_content_stream(
-                model=self._model, contents=contents, config=config
-            )
-            async for response in sdk_stream:
-                queue.put_nowait(response)
+            async for piece in pieces:
+                queue.put_nowait(piece)
         # Every failure must reach the consumer, or it would wait forever; it is
         # translated and raised there (and logged by _translate).
         except Exception as exc:  # noqa: BLE001
@@ -367,70 +426,57 @@ def _error_reasons(details: Any) -> frozenset[str]:
     )
 
 
-def build_contents(request: GenerationRequest) -> list[types.Content]:
-    """Map the history to Gemini contents.
-
-    Roles become ``user``/``model``; consecutive messages of one role are merged
-    into one content with several parts, since Gemini wants alternating roles.
-    Empty messages are dropped (Gemini rejects empty parts). When nothing is left,
-    or the last content is the model's (the assistant starts a turn by itself),
+def build_contents(request: GenerationRequest) -> list[dict[str, Any]]:
+    """Map the history to Gemini's REST ``contents`` (see
+    :func:`~gateway.providers.gemini_rest.rest_contents`: roles ``user``/``model``,
+    consecutive messages of one role merged, empty ones dropped). When nothing is
+    left, or the last content is the model's (the assistant starts a turn by itself),
     a user content asks the model to speak now.
     """
-    contents: list[types.Content] = []
-    for message in request.messages:
-        if not message.text.strip():
-            continue
-        role = _role(message)
-        part = types.Part(text=message.text)
-        if contents and contents[-1].role == role and contents[-1].parts is not None:
-            contents[-1].parts.append(part)
-        else:
-            contents.append(types.Content(role=role, parts=[part]))
-    if not contents or contents[-1].role == "model":
+    contents = rest_contents(request.messages)
+    if not contents or contents[-1]["role"] == "model":
         nudge = SPEAK_NOW_WITH_INSTRUCTIONS if request.instructions else SPEAK_NOW
-        contents.append(types.Content(role="user", parts=[types.Part(text=nudge)]))
+        contents.append({"role": "user", "parts": [{"text": nudge}]})
     return contents
 
 
-def _role(message: Message) -> str:
-    return "model" if message.role == "assistant" else "user"
-
-
-def _texts(response: types.GenerateContentResponse) -> list[str]:
-    """Non-empty, non-thought text parts of the first candidate (no SDK warnings)."""
-    if not response.candidates:
-        return []
-    content = response.candidates[0].content
-    if content is None or not content.parts:
-        return []
-    return [part.text for part in content.parts if part.text and not part.thought]
-
-
-def _finish(response: types.GenerateContentResponse) -> Finish | None:
-    """How this response says the reply ended, if it does."""
-    feedback = response.prompt_feedback
-    if feedback is not None and feedback.block_reason is not None:
-        return Finish("blocked", raw=f"prompt {_name(feedback.block_reason)}")
-    if not response.candidates or response.candidates[0].finish_reason is None:
+def _finish(piece: Piece) -> Finish | None:
+    """How this piece says the reply ended, if it does."""
+    if piece.block_reason is not None:
+        return Finish("blocked", raw=f"prompt {piece.block_reason}")
+    if piece.finish_reason is None:
         return None
-    reason = response.candidates[0].finish_reason
-    return Finish(_FINISH_REASONS.get(reason, "other"), raw=_name(reason))
+    return Finish(_FINISH_BY_NAME.get(piece.finish_reason, "other"), raw=piece.finish_reason)
 
 
-def _name(value: object) -> str:
-    return str(getattr(value, "value", value))
+def _config_key(request: GenerationRequest, system: str | None) -> Hashable:
+    """What the converted config depends on, as a hashable key (tool schemas are dicts:
+    they are keyed by their JSON)."""
+    tools = orjson.dumps(
+        [(t.name, t.description, t.parameters) for t in request.tools],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return (system, request.settings, tools, request.tool_choice)
 
 
-def _usage(meta: types.GenerateContentResponseUsageMetadata) -> Usage:
-    """Gemini's token counts: input includes tool-use prompt tokens, output the
-    candidates; the total is Gemini's own (it also counts thinking)."""
-    input_tokens = (meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0)
-    output_tokens = meta.candidates_token_count or 0
-    thinking = meta.thoughts_token_count
+def _count(meta: Mapping[str, Any], name: str) -> int | None:
+    value = meta.get(name)
+    return value if isinstance(value, int) else None
+
+
+def _usage(meta: Mapping[str, Any]) -> Usage:
+    """Gemini's token counts (``usageMetadata``): input includes tool-use prompt
+    tokens, output the candidates; the total is Gemini's own (it also counts thinking)."""
+    input_tokens = (_count(meta, "promptTokenCount") or 0) + (
+        _count(meta, "toolUsePromptTokenCount") or 0
+    )
+    output_tokens = _count(meta, "candidatesTokenCount") or 0
+    thinking = _count(meta, "thoughtsTokenCount")
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        total_tokens=meta.total_token_count or input_tokens + output_tokens + (thinking or 0),
-        cached_tokens=meta.cached_content_token_count,
+        total_tokens=_count(meta, "totalTokenCount")
+        or input_tokens + output_tokens + (thinking or 0),
+        cached_tokens=_count(meta, "cachedContentTokenCount"),
         thinking_tokens=thinking,
     )

@@ -14,6 +14,12 @@ token counts come back as a :class:`~gateway.core.history.Usage`; the choice's
 ``max_completion_tokens`` to OpenAI and as the older ``max_tokens``, which every
 compatible server reads, elsewhere. Gemini's thinking settings are not sent.
 
+Function calls: the request's tools go as ``tools`` (and ``tool_choice``); the
+streamed ``tool_calls`` deltas are put together by index and yielded as
+:class:`~gateway.core.history.FunctionCall` items when the stream ends (the finish
+reason ``tool_calls`` is a normal stop); calls and results in the history are
+sent as assistant ``tool_calls`` and ``tool`` messages.
+
 Closing the stream (cancelling the consumer, or ``aclose()``) closes the SDK
 stream and with it the HTTP response. SDK errors are translated into
 :class:`~gateway.providers.base.ProviderError`; messages name the server, the
@@ -36,7 +42,14 @@ import pydantic
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from openai.types.completion_usage import CompletionUsage
 
-from gateway.core.history import Finish, FinishReason, GenerationRequest, StreamItem, Usage
+from gateway.core.history import (
+    Finish,
+    FinishReason,
+    FunctionCall,
+    GenerationRequest,
+    StreamItem,
+    Usage,
+)
 from gateway.providers.base import (
     SPEAK_NOW,
     SPEAK_NOW_WITH_INSTRUCTIONS,
@@ -54,6 +67,8 @@ NO_KEY: Final = "no-key"
 
 _FINISH_REASONS: Final[dict[str, FinishReason]] = {
     "stop": "stop",
+    "tool_calls": "stop",
+    "function_call": "stop",
     "length": "max_tokens",
     "content_filter": "blocked",
 }
@@ -121,9 +136,11 @@ class OpenAIProvider:
             raise self._translate(exc) from exc
         usage: CompletionUsage | None = None
         finish: Finish | None = None
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         try:
             async for chunk in sdk_stream:
                 usage = chunk.usage or usage
+                _gather_calls(chunk, calls)
                 for text, reason in _choice(chunk):
                     if text:
                         yield text
@@ -134,6 +151,10 @@ class OpenAIProvider:
         finally:
             # Normal end, error, cancellation of the consumer, or aclose().
             await sdk_stream.close()
+        for index in sorted(calls):
+            call_id, name, arguments = calls[index]
+            if name:
+                yield FunctionCall(call_id, name, arguments or "{}")
         if usage is not None:
             yield _usage(usage)
         if finish is not None:
@@ -147,6 +168,25 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.parameters or {"type": "object"},
+                    },
+                }
+                for tool in request.tools
+            ]
+            choice = request.tool_choice
+            if choice is not None:
+                params["tool_choice"] = (
+                    choice
+                    if choice in ("auto", "none", "required")
+                    else {"type": "function", "function": {"name": choice}}
+                )
         settings = request.settings
         if settings.temperature is not None:
             params["temperature"] = settings.temperature
@@ -260,17 +300,49 @@ def build_messages(request: GenerationRequest) -> list[ChatCompletionMessagePara
         messages.append({"role": "system", "content": system})
     last_role = None
     for message in request.messages:
-        if not message.text.strip():
+        if message.role == "tool":
+            messages.append(
+                {"role": "tool", "tool_call_id": message.call_id or "", "content": message.text}
+            )
+        elif message.calls:
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": message.text or None,
+                    "tool_calls": [
+                        {
+                            "id": call.call_id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in message.calls
+                    ],
+                }
+            )
+        elif not message.text.strip():
             continue
-        if message.role == "user":
+        elif message.role == "user":
             messages.append({"role": "user", "content": message.text})
         else:
             messages.append({"role": "assistant", "content": message.text})
         last_role = message.role
-    if last_role != "user":
+    if last_role not in ("user", "tool"):
         nudge = SPEAK_NOW_WITH_INSTRUCTIONS if request.instructions else SPEAK_NOW
         messages.append({"role": "user", "content": nudge})
     return messages
+
+
+def _gather_calls(chunk: ChatCompletionChunk, calls: dict[int, list[str]]) -> None:
+    """Add the chunk's ``tool_calls`` pieces to ``calls`` (by index: id, name, arguments)."""
+    if not chunk.choices or chunk.choices[0].delta is None:
+        return
+    for piece in chunk.choices[0].delta.tool_calls or ():
+        entry = calls.setdefault(piece.index, ["", "", ""])
+        if piece.id:
+            entry[0] = piece.id
+        if piece.function is not None:
+            entry[1] += piece.function.name or ""
+            entry[2] += piece.function.arguments or ""
 
 
 def _choice(chunk: ChatCompletionChunk) -> list[tuple[str | None, str | None]]:

@@ -20,19 +20,27 @@ TIMEOUT_S = 10.0
 #: System instructions of the test gateways.
 INSTRUCTIONS = "You are a helpful voice assistant."
 
+#: Whole-sentence chunks on every platform route, so that tests can assert chunk texts.
+SENTENCES: dict[str, str] = {
+    name: "sentence"
+    for name in ("TWILIO_CHUNKING", "RETELL_CHUNKING", "LAYERCODE_CHUNKING")
+    + ("OPENAI_COMPAT_CHUNKING",)
+}
+
 
 def start_on_gemini(
     start_gateway: GatewayFactory, fake_gemini: FakeGemini, **env: Any
 ) -> RunningServer:
     """A gateway on the real SDK against the fake Gemini, without provider retries
-    (so a scripted failure is a failure)."""
+    (so a scripted failure is a failure), cutting whole sentences on every route unless
+    ``env`` says otherwise (tests/adapters/test_chunking.py covers the routes' defaults)."""
     return start_gateway(
         GEMINI_API_KEY="test-key-not-secret",
         GEMINI_BASE_URL=fake_gemini.url,
         GEMINI_MODEL="gemini-test",
         GATEWAY_INSTRUCTIONS=INSTRUCTIONS,
         GATEWAY_PROVIDER_RETRIES=0,
-        **env,
+        **{**SENTENCES, **env},
     )
 
 

@@ -36,6 +36,13 @@ SETUP: dict[str, Any] = {
 TALK_END = {"type": "text", "token": "", "last": True}
 
 
+@pytest.fixture
+def gemini_gateway(start_gateway: GatewayFactory, fake_gemini: FakeGemini) -> RunningServer:
+    """The gateway on the fake Gemini, cutting whole sentences so that tests can assert
+    the tokens (test_chunking.py covers the route's default)."""
+    return start_on_gemini(start_gateway, fake_gemini)
+
+
 def prompt(text: str, *, last: bool = True) -> dict[str, Any]:
     return {"type": "prompt", "voicePrompt": text, "lang": "en-US", "last": last}
 

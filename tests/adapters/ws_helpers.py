@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tests.adapters.http_helpers import SENTENCES
 from tests.support.fake_gemini import FakeGemini
 from tests.support.gateway import ADMIN, GatewayFactory
 from tests.support.servers import RunningServer
@@ -21,8 +22,9 @@ GEMINI_ENV: dict[str, Any] = {
 
 
 def gemini_env(fake_gemini: FakeGemini, **extra: Any) -> dict[str, Any]:
-    """Settings for a gateway on the fake Gemini server, plus ``extra``."""
-    return {**GEMINI_ENV, "GEMINI_BASE_URL": fake_gemini.url, **extra}
+    """Settings for a gateway on the fake Gemini server, cutting whole sentences on every
+    route, plus ``extra``."""
+    return {**GEMINI_ENV, **SENTENCES, "GEMINI_BASE_URL": fake_gemini.url, **extra}
 
 
 def start_on_gemini(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.chunker import Chunker, ChunkerConfig
+from gateway.core.chunker import Chunker, ChunkerConfig, ChunkMode
 from gateway.core.speech import SpeechFilter, to_speech
 
 CORPUS = [
@@ -139,3 +141,86 @@ def test_speech_char_by_char_equals_whole(text: str) -> None:
     speech = SpeechFilter()
     out = [speech.feed(ch) for ch in text]
     assert "".join(out) + speech.finish() == to_speech(text)
+
+
+# --- clause and word modes ----------------------------------------------------------------
+
+EAGER = [ChunkMode.CLAUSE, ChunkMode.WORD]
+LATIN_TOKENS = [t for t in TOKENS if not any(ch >= "\u2e80" for ch in t)]
+latin_text = st.lists(
+    st.tuples(st.sampled_from(LATIN_TOKENS), st.sampled_from(["", " ", " ", "  ", "\n"])),
+    max_size=40,
+).map(lambda parts: "".join(token + gap for token, gap in parts))
+
+
+def in_mode(config: ChunkerConfig, mode: ChunkMode) -> ChunkerConfig:
+    return dataclasses.replace(config, mode=mode)
+
+
+def alnum(chunks: list[str]) -> str:
+    return "".join(ch for chunk in chunks for ch in chunk if ch.isalnum())
+
+
+def words(chunks: list[str]) -> list[str]:
+    return [w for w in " ".join(chunks).split() if any(ch.isalnum() for ch in w)]
+
+
+def first_release(text: str, cuts: list[int], config: ChunkerConfig) -> int:
+    """Index of the delta (len(cuts)+1 = the flush) that released the first chunk."""
+    chunker = Chunker(config)
+    previous = 0
+    for i, cut in enumerate([*sorted(cuts), len(text)]):
+        if chunker.push(text[previous:cut]):
+            return i
+        previous = cut
+    return len(cuts) + 1
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    text=st.one_of(st.sampled_from(CORPUS), generated_text),
+    config=st.sampled_from(CONFIGS),
+    mode=st.sampled_from(EAGER),
+    data=st.data(),
+)
+def test_eager_modes_lose_and_repeat_nothing(
+    text: str, config: ChunkerConfig, mode: ChunkMode, data: st.DataObject
+) -> None:
+    cuts = cuts_for(data, text)
+    eager = stream(text, cuts, in_mode(config, mode))
+    assert alnum(eager) == alnum(stream(text, [], config))
+    for chunk in eager:
+        assert chunk == chunk.strip()
+        assert "\n" not in chunk
+        assert any(ch.isalnum() for ch in chunk)
+        assert len(chunk) <= config.max_chunk_chars
+
+
+@settings(deadline=None, max_examples=200)
+@given(text=latin_text, mode=st.sampled_from(EAGER), data=st.data())
+def test_eager_modes_never_split_a_word(text: str, mode: ChunkMode, data: st.DataObject) -> None:
+    config = ChunkerConfig()
+    eager = stream(text, cuts_for(data, text), in_mode(config, mode))
+    assert words(eager) == words(stream(text, [], config))
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    text=st.one_of(st.sampled_from(CORPUS), generated_text),
+    config=st.sampled_from(CONFIGS),
+    mode=st.sampled_from(EAGER),
+    data=st.data(),
+)
+def test_eager_modes_release_the_first_chunk_no_later(
+    text: str, config: ChunkerConfig, mode: ChunkMode, data: st.DataObject
+) -> None:
+    cuts = cuts_for(data, text)
+    assert first_release(text, cuts, in_mode(config, mode)) <= first_release(text, cuts, config)
+
+
+@given(text=st.sampled_from(CORPUS), data=st.data())
+@settings(deadline=None, max_examples=100)
+def test_clause_mode_chunks_do_not_depend_on_delta_cuts(text: str, data: st.DataObject) -> None:
+    """Clause mode still waits for what decides a cut, so its chunks ignore the cuts."""
+    config = ChunkerConfig(mode=ChunkMode.CLAUSE)
+    assert stream(text, cuts_for(data, text), config) == stream(text, [], config)

@@ -4,18 +4,28 @@ one: the offline provider, and Gemini and OpenAI through their real SDKs and fak
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from gateway.core.history import Finish, GenerationRequest, Message, Usage
+from gateway.core.history import (
+    Finish,
+    FunctionCall,
+    GenerationRequest,
+    Message,
+    ToolSpec,
+    Usage,
+)
 from gateway.providers.base import LLMProvider
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.offline import OfflineProvider
 from gateway.providers.openai import OpenAIProvider
-from tests.support.fake_gemini import FakeGemini, wait_event
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_gemini import FakeGemini, function_call_event, wait_event
+from tests.support.fake_openai import FakeOpenAI, chunk
 
 REQUEST = GenerationRequest(
     session_id="s",
@@ -33,6 +43,9 @@ class Subject:
     #: Script a stream that sends these pieces then stalls; returns a wait for the
     #: server to see the client leave (``None`` for the offline provider).
     stall: Callable[[list[str]], Callable[[], Awaitable[bool]]] | None
+    #: Script a reply of some text then a call of ``name`` with ``args`` (``None``:
+    #: the provider never calls functions).
+    call: Callable[[str, dict[str, Any]], None] | None = None
 
 
 @pytest.fixture(params=["offline", "gemini", "openai"])
@@ -52,8 +65,11 @@ async def subject(
             script = fake_gemini.stall(after_chunks=pieces)
             return lambda: wait_event(script.client_gone)
 
+        def gemini_call(name: str, args: dict[str, Any]) -> None:
+            fake_gemini.reply_events([function_call_event(name, args, text="Checking. ")])
+
         try:
-            yield Subject(gemini, gemini_reply, gemini_stall)
+            yield Subject(gemini, gemini_reply, gemini_stall, gemini_call)
         finally:
             await gemini.aclose()
         return
@@ -66,8 +82,23 @@ async def subject(
         script = fake_openai.stall(after=pieces)
         return lambda: wait_event(script.client_gone)
 
+    def openai_call(name: str, args: dict[str, Any]) -> None:
+        head = chunk("Checking. ", role="assistant")
+        called = chunk()
+        called["choices"][0]["delta"] = {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+            ]
+        }
+        fake_openai.reply_raw([head, called, chunk(finish_reason="tool_calls")])
+
     try:
-        yield Subject(compatible, openai_reply, openai_stall)
+        yield Subject(compatible, openai_reply, openai_stall, openai_call)
     finally:
         await compatible.aclose()
 
@@ -113,3 +144,22 @@ async def test_cancelling_the_consumer_closes_the_stream(subject: Subject) -> No
     subject.reply(["Still ", "here."])
     again = [i async for i in subject.provider.stream(REQUEST) if isinstance(i, str)]
     assert "".join(again).strip()
+
+
+async def test_a_function_call_is_one_item_after_the_text_and_a_normal_finish(
+    subject: Subject,
+) -> None:
+    if subject.call is None:
+        pytest.skip("this provider never calls functions")
+    subject.call("get_weather", {"city": "Paris"})
+    request = dataclasses.replace(REQUEST, tools=(ToolSpec("get_weather"),))
+
+    items = [item async for item in subject.provider.stream(request)]
+
+    calls = [i for i in items if isinstance(i, FunctionCall)]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    kinds = ["text" if isinstance(i, str) else type(i).__name__ for i in items]
+    assert kinds == sorted(kinds, key=["text", "FunctionCall", "Usage", "Finish"].index)
+    assert all(f.reason == "stop" for f in items if isinstance(f, Finish))

@@ -135,8 +135,8 @@ async def test_cached_and_reasoning_tokens_are_reported(fake_openai, provider):
         ("stop", "stop"),
         ("length", "max_tokens"),
         ("content_filter", "blocked"),
-        ("tool_calls", "other"),
-        ("function_call", "other"),
+        ("tool_calls", "stop"),  # the calls come as FunctionCall items
+        ("function_call", "stop"),
     ],
 )
 async def test_finish_reasons_are_mapped(fake_openai, provider, raw, reason):

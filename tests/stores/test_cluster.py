@@ -295,3 +295,35 @@ async def test_the_local_hub_forgets_released_sessions() -> None:
         assert "s" in hub.places
         await cluster.release(lease)
         assert hub.places == {}
+
+
+def test_every_flat_client_event_crosses_instances_unchanged() -> None:
+    from gateway.core.codes import ErrorCode
+    from gateway.core.events import (
+        FunctionResult,
+        Greeted,
+        Interrupt,
+        PlaybackAck,
+        ResponseCreate,
+        SessionEnd,
+        SessionUpdate,
+        UserMessage,
+    )
+    from gateway.relay import decode_input, encode_input
+
+    events = [
+        UserMessage(text="héllo", id="u1"),
+        Interrupt(turn_id="t1", heard_text="he"),
+        PlaybackAck(turn_id="t1", index=2),
+        ResponseCreate(instructions=None),
+        SessionUpdate(instructions="be brief", language="es"),
+        SessionEnd(),
+        FunctionResult(call_id="c1", output='{"ok": true}'),
+        Greeted(text="Hi!"),
+    ]
+    for event in events:
+        assert decode_input(encode_input(event)) == event
+    assert decode_input(encode_input((ErrorCode.INVALID_JSON, "bad"))) == (
+        ErrorCode.INVALID_JSON,
+        "bad",
+    )

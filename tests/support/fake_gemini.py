@@ -73,6 +73,38 @@ def text_event(
     return event
 
 
+def function_call_event(
+    name: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    call_id: str | None = None,
+    text: str | None = None,
+    signature: str | None = None,
+    more: list[dict[str, Any]] | None = None,
+    finish_reason: str | None = "STOP",
+) -> dict[str, Any]:
+    """A GenerateContentResponse whose model content calls ``name`` (REST casing):
+    optional ``text`` first, then the ``functionCall`` part (with ``id`` and a
+    ``thoughtSignature`` when given), then the ``more`` parts (further calls)."""
+    call: dict[str, Any] = {"name": name, "args": dict(args or {})}
+    if call_id is not None:
+        call["id"] = call_id
+    part: dict[str, Any] = {"functionCall": call}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    parts: list[dict[str, Any]] = [{"text": text}] if text else []
+    parts += [part, *(more or [])]
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish_reason is not None:
+        candidate["finishReason"] = finish_reason
+    return {"candidates": [candidate], "modelVersion": "fake-gemini"}
+
+
+def call_part(name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One more ``functionCall`` part for :func:`function_call_event`'s ``more``."""
+    return {"functionCall": {"name": name, "args": dict(args or {})}}
+
+
 def finish_event(finish_reason: str = "STOP") -> dict[str, Any]:
     """A final event with a finish reason and no content."""
     return {
@@ -113,6 +145,8 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
+    #: The client's (host, port): requests with the same one came over one connection.
+    client: tuple[str, int] | None = None
 
     @property
     def contents(self) -> list[dict[str, Any]]:
@@ -430,6 +464,7 @@ class FakeGemini:
             query=dict(request.query_params),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
+            client=(request.client.host, request.client.port) if request.client else None,
         )
         with self._changed:
             self._requests.append(recorded)

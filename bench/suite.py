@@ -1,0 +1,802 @@
+"""The benchmark suite: what a session costs and what limits one gateway process.
+
+One command runs everything and prints markdown tables:
+
+    .venv/bin/python bench/suite.py [--quick]
+
+Three servers are measured in the same run, each on the same core (the first one
+this process may use), while the load client, the stall probe and the fake model share
+the other:
+
+- **model**: the paced fake Gemini alone (bench/fake_model.py: 50 tokens/s, first piece
+  after 300 ms by default), talked to directly: the latency nobody can beat;
+- **relay**: the raw-relay baseline (bench/relay.py: WebSocket in, httpx stream, one
+  frame per model piece, no chunker, no store);
+- **gateway**: the real ``python -m gateway`` with the real google-genai SDK pointed at
+  the fake, a SQLite store in a temporary directory and log level ``warning``.
+
+Sections: a concurrent-sessions sweep (time to first chunk p50/p95/p99, gaps between
+chunks, turns/s, CPU-ms per turn and per token from ``/proc``, RSS, and an event-loop
+stall probe: a separate process pinging over its own session every 20 ms); a
+conversation-length sweep (CPU per turn at turn 1 against turn L, on an unpaced model);
+idle-session memory; time to first chunk per route; and the issue's targets, each as
+a ratio to its baseline with pass or fail. Timing is only ever printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from bench.fake_model import Pace
+from bench.load import (
+    Conversation,
+    LayercodeConversation,
+    LoadResult,
+    ModelConversation,
+    NativeConversation,
+    OpenAIConversation,
+    RetellConversation,
+    TurnSample,
+    TwilioConversation,
+    http_client,
+    run_load,
+)
+from bench.procs import ROOT, Proc, cores, free_port, pin_self, started
+
+#: Environment prefixes the gateway under test must not inherit from the shell.
+_FOREIGN = ("GEMINI_", "GATEWAY_", "GOOGLE_", "TWILIO_", "RETELL_", "LAYERCODE_", "OPENAI_")
+#: Limits opened up so that the gateway, not its guard, is what is measured.
+_OPEN_LIMITS = {
+    "GATEWAY_RATE_PER_S": "1000",
+    "GATEWAY_RATE_BURST": "1000",
+    "GATEWAY_MAX_CONNECTIONS": "100000",
+    "GATEWAY_MAX_CONNECTIONS_PER_PRINCIPAL": "100000",
+    "GATEWAY_MAX_SESSIONS_PER_PRINCIPAL": "1000000",
+    "GATEWAY_FIRST_TOKEN_TIMEOUT_S": "300",
+    "GATEWAY_TOKEN_TIMEOUT_S": "300",
+    "GEMINI_TIMEOUT_S": "300",
+}
+FAST_MODEL = "bench-t0-f0"
+SECTIONS = ("sweep", "length", "idle", "routes")
+#: Settings that make every route cut whole sentences (the baseline of the routes table).
+SENTENCE_EVERYWHERE = (
+    "TWILIO_CHUNKING",
+    "RETELL_CHUNKING",
+    "LAYERCODE_CHUNKING",
+    "OPENAI_COMPAT_CHUNKING",
+)
+#: Each route's default chunk mode (gateway/settings.py).
+ROUTE_MODES = {
+    "/ws": "sentence",
+    "/twilio": "word",
+    "/retell": "word",
+    "/v1/chat/completions": "word",
+    "/layercode/agent": "word",
+}
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank); NaN when there are no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+@dataclass
+class Point:
+    """One server at one load."""
+
+    server: str
+    sessions: int
+    result: LoadResult
+    tokens_per_turn: int
+    cpu_s: float = math.nan
+    rss_kb: float = math.nan
+    rtts: list[float] = field(default_factory=list)
+
+    @property
+    def turns(self) -> int:
+        return len(self.result.samples)
+
+    def firsts(self) -> list[float]:
+        return [s.first_chunk_ms for s in self.result.samples if s.first_chunk_ms is not None]
+
+    def gaps(self) -> list[float]:
+        return [g for s in self.result.samples for g in s.gaps_ms]
+
+    @property
+    def turns_per_s(self) -> float:
+        return self.turns / self.result.elapsed_s if self.result.elapsed_s else math.nan
+
+    @property
+    def cpu_ms_per_turn(self) -> float:
+        return self.cpu_s * 1000 / self.turns if self.turns else math.nan
+
+    @property
+    def cpu_ms_per_token(self) -> float:
+        return self.cpu_ms_per_turn / self.tokens_per_turn
+
+    @property
+    def stall_ms(self) -> float:
+        """The probe's worst round trip."""
+        return max(self.rtts) if self.rtts else math.nan
+
+
+# --- the servers --------------------------------------------------------------------------
+
+
+def gateway_env(model_url: str, model: str, tmp: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN) and k != "PORT"}
+    env.update(_OPEN_LIMITS)
+    env.update(
+        GEMINI_API_KEY="bench-key-not-secret",
+        GEMINI_BASE_URL=model_url,
+        GEMINI_MODEL=model,
+        GATEWAY_INSTRUCTIONS="You are a helpful voice assistant. Answer in two sentences.",
+        GATEWAY_STORE=f"sqlite:///{tmp / f'sessions-{port}.db'}",
+        GATEWAY_PORT=str(port),
+        GATEWAY_LOG_LEVEL="warning",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def gateway(
+    model_url: str, model: str, tmp: Path, core: int | None, **extra: str
+) -> Iterator[Proc]:
+    with ExitStack() as stack:
+        for attempt in range(3):
+            # The port is free when picked but could be taken before the gateway binds it.
+            port = free_port()
+            env = {**gateway_env(model_url, model, tmp, port), **extra}
+            log = tmp / f"gateway-{port}.log"
+            try:
+                proc = stack.enter_context(
+                    started(["-m", "gateway"], core=core, env=env, port=port, log=log)
+                )
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                continue
+            break
+        yield proc
+
+
+@contextlib.contextmanager
+def relay(model_url: str, model: str, core: int | None) -> Iterator[Proc]:
+    args = ["bench/relay.py", "--model-url", model_url, "--model", model]
+    with started(args, core=core) as proc:
+        yield proc
+
+
+async def _probe(url: str, client_core: int | None) -> asyncio.subprocess.Process:
+    def pin() -> None:
+        if client_core is not None:
+            os.sched_setaffinity(0, {client_core})
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "bench" / "load.py"),
+        "probe",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=pin,
+    )
+    assert proc.stdout is not None
+    line = await proc.stdout.readline()
+    if line.strip() != b"READY":
+        raise RuntimeError("the stall probe did not start")
+    return proc
+
+
+async def _probe_result(proc: asyncio.subprocess.Process) -> list[float]:
+    proc.terminate()
+    out, _ = await proc.communicate()
+    return [float(x) for x in orjson.loads(out.strip().splitlines()[-1])]
+
+
+async def measure(
+    name: str,
+    make: Callable[[], Conversation],
+    sessions: int,
+    turns: int,
+    tokens: int,
+    *,
+    proc: Proc | None = None,
+    probe_url: str | None = None,
+    client_core: int | None = None,
+    think_s: float = 0.0,
+    spread_s: float = 1.0,
+) -> Point:
+    """Run a load and read the server's CPU, memory and loop stalls around it."""
+    point = Point(name, sessions, LoadResult([], 0.0, 0), tokens)
+    state: dict[str, object] = {}
+
+    async def ready() -> None:
+        if probe_url is not None:
+            state["probe"] = await _probe(probe_url, client_core)
+        if proc is not None:
+            state["cpu"] = proc.cpu_s()
+
+    async def done() -> None:
+        if proc is not None:
+            point.cpu_s = proc.cpu_s() - float(state["cpu"])  # type: ignore[arg-type]
+            point.rss_kb = proc.rss_kb()
+        if "probe" in state:
+            point.rtts = await _probe_result(state["probe"])  # type: ignore[arg-type]
+
+    point.result = await run_load(
+        make, sessions, turns, think_s=think_s, spread_s=spread_s, on_ready=ready, on_done=done
+    )
+    return point
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def _md(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def turns_for(sessions: int, budget: int, most: int) -> int:
+    """Turns per session so that a point has about ``budget`` turns (at least 2)."""
+    return max(2, min(most, math.ceil(budget / sessions)))
+
+
+async def sweep(
+    args: argparse.Namespace,
+    model: Proc,
+    relay_proc: Proc,
+    gw: Proc,
+    client_core: int | None,
+) -> list[Point]:
+    points: list[Point] = []
+    tokens = args.reply_tokens
+    relay_url = f"ws://127.0.0.1:{relay_proc.port}/ws"
+    gw_url = f"ws://127.0.0.1:{gw.port}/ws"
+    model_http = http_client(f"http://127.0.0.1:{model.port}")
+    rows = []
+    try:
+        for n in args.sessions:
+            turns = args.turns or turns_for(n, args.turn_budget, 6 if args.quick else 20)
+            common = {"think_s": args.think_s, "client_core": client_core}
+            trio = [
+                await measure(
+                    "model",
+                    lambda: ModelConversation(model_http, "bench"),
+                    n,
+                    turns,
+                    tokens,
+                    **common,
+                ),
+                await measure(
+                    "relay",
+                    lambda: NativeConversation(relay_url),
+                    n,
+                    turns,
+                    tokens,
+                    proc=relay_proc,
+                    probe_url=relay_url,
+                    **common,
+                ),
+                await measure(
+                    "gateway",
+                    lambda: NativeConversation(gw_url),
+                    n,
+                    turns,
+                    tokens,
+                    proc=gw,
+                    probe_url=gw_url,
+                    **common,
+                ),
+            ]
+            for p in trio:
+                firsts, gaps = p.firsts(), p.gaps()
+                rows.append(
+                    [
+                        str(n),
+                        p.server,
+                        str(p.turns),
+                        fmt(pct(firsts, 50)),
+                        fmt(pct(firsts, 95)),
+                        fmt(pct(firsts, 99)),
+                        fmt(pct(gaps, 50)),
+                        fmt(pct(gaps, 99)),
+                        fmt(p.turns_per_s, 1),
+                        fmt(p.cpu_ms_per_turn, 1),
+                        fmt(p.cpu_ms_per_token, 2),
+                        fmt(p.rss_kb / 1024, 0),
+                        fmt(pct(p.rtts, 99), 1),
+                        fmt(p.stall_ms, 1),
+                        str(p.result.errors),
+                    ]
+                )
+            points += trio
+            _say(f"  … {n} session(s) done")
+    finally:
+        await model_http.aclose()
+    _say()
+    _say(
+        f"### Concurrent sessions ({args.reply_tokens}-token replies at "
+        f"{args.tokens_per_s:g} tokens/s, first piece after {args.first_ms:g} ms; "
+        f"think time {args.think_s:g} s)"
+    )
+    _say()
+    _say(
+        _md(
+            [
+                "N",
+                "server",
+                "turns",
+                "1st chunk p50 ms",
+                "p95",
+                "p99",
+                "gap p50 ms",
+                "gap p99",
+                "turns/s",
+                "CPU ms/turn",
+                "CPU ms/token",
+                "RSS MB",
+                "probe p99 ms",
+                "stall max ms",
+                "errors",
+            ],
+            rows,
+        )
+    )
+    base = [p for p in points if p.server == "model" and p.sessions == min(args.sessions)]
+    if base:
+        own = pct(base[0].firsts(), 50)
+        bound = [
+            str(p.sessions)
+            for p in points
+            if p.server == "model" and pct(p.firsts(), 50) > 1.2 * own + 20
+        ]
+        if bound:
+            _say()
+            _say(
+                f"At N = {', '.join(bound)} the fake model alone, on the client's core, is "
+                "already slower than at the lowest N: those rows measure the load client's "
+                "core as much as the servers."
+            )
+    return points
+
+
+@dataclass
+class LengthResult:
+    server: str
+    cpu_first_ms: float
+    cpu_last_ms: float
+    first_chunk_first: float
+    first_chunk_last: float
+    turns: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.cpu_last_ms / self.cpu_first_ms if self.cpu_first_ms else math.nan
+
+
+async def conversation_length(proc: Proc, url: str, name: str, length: int) -> LengthResult:
+    """One session of ``length`` turns on an unpaced model: CPU per turn, early vs late."""
+    window = max(1, min(20, length // 5))
+    await run_load(lambda: NativeConversation(url), 1, 3, spread_s=0)  # warm the process up
+    conversation = NativeConversation(url)
+    await conversation.open()
+    cpu: list[float] = []
+    samples: list[TurnSample] = []
+    try:
+        for i in range(length):
+            before = proc.cpu_ns()
+            samples.append(await conversation.turn(i))
+            cpu.append((proc.cpu_ns() - before) / 1e9)
+    finally:
+        await conversation.close()
+
+    def mean_ms(values: Sequence[float]) -> float:
+        return sum(values) * 1000 / len(values)
+
+    def first_chunk(window_samples: Sequence[TurnSample]) -> float:
+        return pct([s.first_chunk_ms or math.nan for s in window_samples], 50)
+
+    return LengthResult(
+        name,
+        mean_ms(cpu[:window]),
+        mean_ms(cpu[-window:]),
+        first_chunk(samples[:window]),
+        first_chunk(samples[-window:]),
+        length,
+    )
+
+
+async def idle_memory(proc: Proc, make: Callable[[], Conversation], count: int) -> float:
+    """KiB of RSS per idle open session (``count`` of them, after one warm-up)."""
+    warm = make()
+    await warm.open()
+    await asyncio.sleep(0.5)
+    before = proc.rss_kb()
+    conversations = [make() for _ in range(count)]
+    opening = asyncio.Semaphore(64)
+
+    async def open_one(c: Conversation) -> None:
+        async with opening:
+            await c.open()
+
+    await asyncio.gather(*(open_one(c) for c in conversations))
+    await asyncio.sleep(1.5)
+    after = proc.rss_kb()
+    await asyncio.gather(*(c.close() for c in [warm, *conversations]), return_exceptions=True)
+    return (after - before) / count
+
+
+async def routes(
+    gw: Proc, model: Proc, turns: int, client_core: int | None
+) -> list[tuple[str, list[float]]]:
+    """Time to first chunk on every route, one conversation at a time."""
+    ws = f"ws://127.0.0.1:{gw.port}"
+    http = http_client(f"http://127.0.0.1:{gw.port}")
+    model_http = http_client(f"http://127.0.0.1:{model.port}")
+    makers: list[tuple[str, Callable[[], Conversation]]] = [
+        ("model alone", lambda: ModelConversation(model_http, "bench")),
+        ("/ws", lambda: NativeConversation(f"{ws}/ws")),
+        ("/twilio", lambda: TwilioConversation(f"{ws}/twilio")),
+        ("/retell", lambda: RetellConversation(f"{ws}/retell")),
+        ("/v1/chat/completions", lambda: OpenAIConversation(http)),
+        ("/layercode/agent", lambda: LayercodeConversation(http)),
+    ]
+    out = []
+    try:
+        for name, make in makers:
+            point = await measure(name, make, 1, turns, 1, client_core=client_core, spread_s=0)
+            out.append((name, point.firsts()))
+    finally:
+        await http.aclose()
+        await model_http.aclose()
+    return out
+
+
+def _nearest(points: list[Point], server: str, n: int) -> Point | None:
+    mine = [p for p in points if p.server == server]
+    if not mine:
+        return None
+    return min(mine, key=lambda p: (abs(math.log(p.sessions / n)), -p.sessions))
+
+
+def targets(
+    points: list[Point],
+    lengths: dict[str, LengthResult],
+    idle: dict[str, float],
+) -> list[list[str]]:
+    rows: list[list[str]] = []
+
+    def row(
+        what: str, n_note: str, gw: float, base: float, shown: float, goal: str, ok: bool | None
+    ) -> None:
+        verdict = "–" if ok is None or math.isnan(shown) else ("pass" if ok else "FAIL")
+        rows.append([what, n_note, fmt(gw, 2), fmt(base, 2), fmt(shown, 2), goal, verdict])
+
+    g, r = _nearest(points, "gateway", 100), _nearest(points, "relay", 100)
+    if g and r:
+        ratio = g.cpu_ms_per_token / r.cpu_ms_per_token
+        row(
+            "CPU ms per token vs relay",
+            f"N={g.sessions}",
+            g.cpu_ms_per_token,
+            r.cpu_ms_per_token,
+            ratio,
+            "ratio ≤ 1.5",
+            ratio <= 1.5,
+        )
+    if "gateway" in lengths and "relay" in lengths:
+        gl = lengths["gateway"]
+        row(
+            "CPU ms per turn, last turns vs first",
+            f"turn {gl.turns}",
+            gl.cpu_last_ms,
+            gl.cpu_first_ms,
+            gl.ratio,
+            "ratio ≤ 1.2",
+            gl.ratio <= 1.2,
+        )
+    g, r = _nearest(points, "gateway", 200), _nearest(points, "relay", 200)
+    if g and r:
+        diff = pct(g.firsts(), 99) - pct(r.firsts(), 99)
+        row(
+            "p99 first chunk minus relay's (ms)",
+            f"N={g.sessions}",
+            pct(g.firsts(), 99),
+            pct(r.firsts(), 99),
+            diff,
+            "≤ 100 ms",
+            diff <= 100,
+        )
+        g1, r1 = _nearest(points, "gateway", 1), _nearest(points, "relay", 1)
+        if g1 and r1 and g1 is not g:
+            # /ws waits for the first whole sentence; what load adds on top is the queueing.
+            added = (pct(g.firsts(), 99) - pct(g1.firsts(), 50)) - (
+                pct(r.firsts(), 99) - pct(r1.firsts(), 50)
+            )
+            row(
+                "same, less each server's own p50 at N=1 (ms)",
+                f"N={g.sessions}",
+                pct(g.firsts(), 99) - pct(g1.firsts(), 50),
+                pct(r.firsts(), 99) - pct(r1.firsts(), 50),
+                added,
+                "≤ 100 ms",
+                added <= 100,
+            )
+    g, r = _nearest(points, "gateway", 100), _nearest(points, "relay", 100)
+    if g and r:
+        row(
+            "event-loop stall, worst probe round trip (ms)",
+            f"N={g.sessions}",
+            g.stall_ms,
+            r.stall_ms,
+            g.stall_ms,
+            "≤ 20 ms",
+            g.stall_ms <= 20,
+        )
+    if "gateway" in idle:
+        row(
+            "idle session (KiB of RSS)",
+            "",
+            idle["gateway"],
+            idle.get("relay", math.nan),
+            idle["gateway"],
+            "≤ 20 KiB",
+            idle["gateway"] <= 20,
+        )
+    rows.append(
+        ["throughput on 2 workers vs 1", "", "–", "–", "–", "≥ 1.8×", "n/a (needs a shared store)"]
+    )
+    return rows
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a run of a couple of minutes")
+    parser.add_argument("--sessions", type=int, nargs="+", help="the sweep's session counts")
+    parser.add_argument("--turns", type=int, help="turns per session (default: by N)")
+    parser.add_argument("--turn-budget", type=int, help="about this many turns per point")
+    parser.add_argument("--think-s", type=float, default=0.0, help="pause between turns")
+    parser.add_argument("--length", type=int, help="turns of the conversation-length sweep")
+    parser.add_argument("--idle", type=int, help="idle sessions opened for the memory figure")
+    parser.add_argument("--route-turns", type=int, help="turns per route")
+    parser.add_argument("--tokens-per-s", type=float, default=Pace.tokens_per_s)
+    parser.add_argument("--first-ms", type=float, default=Pace.first_ms)
+    parser.add_argument("--reply-tokens", type=int, default=Pace.reply_tokens)
+    parser.add_argument("--piece-tokens", type=int, default=Pace.piece_tokens)
+    parser.add_argument("--store", help="GATEWAY_STORE of the gateway (default: SQLite)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="what to run (default: everything)",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.sessions is None:
+        args.sessions = [1, 10, 50] if quick else [1, 10, 30, 50, 100, 200, 300, 1000]
+    if args.turn_budget is None:
+        args.turn_budget = 12 if quick else 100
+    if args.length is None:
+        args.length = 60 if quick else 300
+    if args.idle is None:
+        args.idle = 200 if quick else 1000
+    if args.route_turns is None:
+        args.route_turns = 3 if quick else 8
+    return args
+
+
+async def run(args: argparse.Namespace) -> None:
+    server_core, client_core = cores()
+    pin_self(client_core)
+    pace = Pace(args.tokens_per_s, args.first_ms, args.reply_tokens, args.piece_tokens)
+    _say(
+        f"server core {server_core}, client core {client_core}; "
+        f"model: {pace.tokens_per_s:g} tokens/s, first piece after {pace.first_ms:g} ms, "
+        f"{pace.reply_tokens}-token replies in {pace.piece_tokens}-token pieces"
+    )
+    started_at = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        model_args = [
+            "bench/fake_model.py",
+            f"--tokens-per-s={pace.tokens_per_s}",
+            f"--first-ms={pace.first_ms}",
+            f"--reply-tokens={pace.reply_tokens}",
+            f"--piece-tokens={pace.piece_tokens}",
+        ]
+        model = stack.enter_context(started(model_args, core=client_core))
+        model_url = f"http://127.0.0.1:{model.port}"
+        relay_proc = stack.enter_context(relay(model_url, "bench", server_core))
+        store = {"GATEWAY_STORE": args.store} if args.store else {}
+        gw = stack.enter_context(gateway(model_url, "bench", tmp, server_core, **store))
+        # Warm up both (imports, first connections) outside every measurement.
+        for url in (f"ws://127.0.0.1:{relay_proc.port}/ws", f"ws://127.0.0.1:{gw.port}/ws"):
+            await run_load(lambda u=url: NativeConversation(u), 2, 1, spread_s=0)
+
+        points: list[Point] = []
+        if "sweep" in args.sections:
+            points = await sweep(args, model, relay_proc, gw, client_core)
+
+        lengths: dict[str, LengthResult] = {}
+        if "length" in args.sections:
+            await length_section(args, model_url, tmp, server_core, store, lengths)
+
+        idle: dict[str, float] = {}
+        if "idle" in args.sections:
+            await idle_section(args, model_url, tmp, server_core, store, idle)
+
+        if "routes" in args.sections:
+            await routes_section(args, gw, model, model_url, tmp, server_core, client_core, store)
+
+        _say()
+        _say("### Targets (issue #16), gateway against its baseline in this run")
+        _say()
+        _say(
+            _md(
+                ["target", "at", "gateway", "baseline", "figure", "goal", "verdict"],
+                targets(points, lengths, idle),
+            )
+        )
+    _say()
+    _say(f"(suite took {time.perf_counter() - started_at:.0f} s)")
+
+
+async def length_section(
+    args: argparse.Namespace,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    store: dict[str, str],
+    lengths: dict[str, LengthResult],
+) -> None:
+    with relay(model_url, FAST_MODEL, server_core) as fast_relay:
+        url = f"ws://127.0.0.1:{fast_relay.port}/ws"
+        lengths["relay"] = await conversation_length(fast_relay, url, "relay", args.length)
+    with gateway(model_url, FAST_MODEL, tmp, server_core, **store) as fast_gw:
+        url = f"ws://127.0.0.1:{fast_gw.port}/ws"
+        lengths["gateway"] = await conversation_length(fast_gw, url, "gateway", args.length)
+    _say()
+    _say(f"### Conversation length (one session, {args.length} turns, unpaced model)")
+    _say()
+    window = max(1, min(20, args.length // 5))
+    _say(
+        _md(
+            [
+                "server",
+                f"CPU ms/turn, turns 1–{window}",
+                f"last {window} turns",
+                "ratio",
+                "1st chunk ms, early",
+                "late",
+            ],
+            [
+                [
+                    r.server,
+                    fmt(r.cpu_first_ms, 1),
+                    fmt(r.cpu_last_ms, 1),
+                    fmt(r.ratio, 2),
+                    fmt(r.first_chunk_first, 1),
+                    fmt(r.first_chunk_last, 1),
+                ]
+                for r in lengths.values()
+            ],
+        )
+    )
+
+
+async def idle_section(
+    args: argparse.Namespace,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    store: dict[str, str],
+    idle: dict[str, float],
+) -> None:
+    # Fresh processes: memory freed by the sweep's sessions would be reused and hide
+    # what idle sessions cost.
+    with relay(model_url, "bench", server_core) as fresh_relay:
+        url = f"ws://127.0.0.1:{fresh_relay.port}/ws"
+        idle["relay"] = await idle_memory(fresh_relay, lambda: NativeConversation(url), args.idle)
+    with gateway(model_url, "bench", tmp, server_core, **store) as fresh_gw:
+        url = f"ws://127.0.0.1:{fresh_gw.port}/ws"
+        idle["gateway"] = await idle_memory(fresh_gw, lambda: NativeConversation(url), args.idle)
+    _say()
+    _say(f"### Idle sessions ({args.idle} open WebSocket sessions, RSS growth)")
+    _say()
+    _say(_md(["server", "KiB per idle session"], [[k, fmt(v, 1)] for k, v in idle.items()]))
+
+
+async def routes_section(
+    args: argparse.Namespace,
+    gw: Proc,
+    model: Proc,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    client_core: int | None,
+    store: dict[str, str],
+) -> None:
+    by_route = await routes(gw, model, args.route_turns, client_core)
+    sentences = {name: "sentence" for name in SENTENCE_EVERYWHERE}
+    with gateway(model_url, "bench", tmp, server_core, **store, **sentences) as sentence_gw:
+        by_route_sentence = dict(await routes(sentence_gw, model, args.route_turns, client_core))
+    model_p50 = pct(by_route[0][1], 50)
+    _say()
+    _say(
+        f"### Time to first chunk per route (one conversation, {args.route_turns} turns): "
+        "each route's default chunking against whole sentences everywhere"
+    )
+    _say()
+    rows = []
+    for name, firsts in by_route:
+        sentence = pct(by_route_sentence.get(name, []), 50)
+        rows.append(
+            [
+                name,
+                ROUTE_MODES.get(name, "–"),
+                fmt(pct(firsts, 50)),
+                fmt(pct(firsts, 50) - model_p50),
+                fmt(sentence),
+                fmt(sentence - pct(firsts, 50)),
+            ]
+        )
+    _say(
+        _md(
+            [
+                "route",
+                "default chunking",
+                "p50 ms",
+                "minus the model's",
+                "p50 ms, sentences",
+                "gained ms",
+            ],
+            rows,
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that every started process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
