@@ -24,7 +24,8 @@ from gateway.api import api_routes
 from gateway.auth import chosen_subprotocol
 from gateway.budgets import CappedStore
 from gateway.check import CheckFailed, check_provider
-from gateway.connection import Connection, InputLimits
+from gateway.cluster import raise_if_cancelled
+from gateway.connection import Connection, InputLimits, SessionPort
 from gateway.core import wire
 from gateway.core.codes import CloseCode
 from gateway.core.events import ClientEvent, Heartbeat, ServerEvent
@@ -43,12 +44,11 @@ from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.factory import build_provider
 from gateway.responses import problem
-from gateway.runtime import SessionRuntime
 from gateway.serving import close_quietly, serve_socket
 from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
-from gateway.stores.factory import open_store
+from gateway.stores.factory import cluster_for, is_distributed, open_store
 from gateway.tenants import address_principal
 from gateway.tools.webhook import WebhookRunner
 from gateway.tracing import Tracing
@@ -108,6 +108,7 @@ async def _sweep_forever(manager: SessionManager, settings: Settings) -> None:
             await manager.sweep(settings.session_ttl_s)
         except StoreError:
             log.exception("session sweep failed; will try again")
+        raise_if_cancelled()  # a cancel the store client swallowed or turned into an error
 
 
 def create_app(
@@ -157,7 +158,11 @@ def create_app(
                 await _check_at_start(llm)
         llm = InstrumentedProvider(llm, telemetry.metrics, telemetry.tracing)
         try:
-            opened = await open_store(settings.store_url)
+            opened = await open_store(
+                settings.store_url,
+                ttl_s=settings.session_ttl_s,
+                max_events=settings.replay_capacity,
+            )
         except StoreLocked as locked:
             log.error("%s", locked)
             raise
@@ -183,27 +188,34 @@ def create_app(
                 backoff_s=settings.provider_backoff_s,
             ),
             store=StorePolicy(retry_budget_s=settings.store_retry_s),
+            handover_s=settings.drain_s + settings.instance_ttl_s + 2,
             tools=runner,
         )
         try:
-            manager = SessionManager(provider=llm, store=store, config=config)
-            if settings.store_url.startswith("sqlite"):
-                # This process alone writes the file (it holds its lock): any turn
-                # still streaming there was cut by a crash.
-                await manager.recover()
-            app.state.manager = manager
-            app.state.store = store
-            app.state.guard = guard
-            telemetry.metrics.count_live_sessions(manager.__len__)
-            sweeper = asyncio.get_running_loop().create_task(
-                _sweep_forever(manager, settings), name="sweeper"
-            )
-            try:
-                yield
-            finally:
-                sweeper.cancel()
-                await asyncio.wait({sweeper})
-                await manager.shutdown()
+            # The cluster works on the backend itself; the manager writes through the
+            # wrappers, its commits fenced by each session's lease.
+            async with cluster_for(opened, instance_ttl_s=settings.instance_ttl_s) as cluster:
+                manager = SessionManager(provider=llm, store=store, config=config, cluster=cluster)
+                if settings.store_url.startswith("sqlite") or is_distributed(settings.store_url):
+                    # SQLite: this process alone writes the file (it holds its lock), so
+                    # any turn still streaming was cut by a crash. Redis: only turns
+                    # whose owner instance is dead are listed.
+                    await manager.recover()
+                app.state.manager = manager
+                app.state.store = store
+                app.state.guard = guard
+                telemetry.metrics.count_live_sessions(manager.__len__)
+                loop = asyncio.get_running_loop()
+                background = {loop.create_task(_sweep_forever(manager, settings), name="sweeper")}
+                if cluster.distributed:
+                    background.add(loop.create_task(manager.serve_signals(), name="signals"))
+                try:
+                    yield
+                finally:
+                    for task in background:
+                        task.cancel()
+                    await asyncio.wait(background)
+                    await manager.shutdown()
         finally:
             await store.aclose()
             await llm.aclose()
@@ -226,13 +238,13 @@ def create_app(
             await close_quietly(websocket, CloseCode.BAD_RESUME, resume)
             return
 
-        async def opener(connection: Connection) -> SessionRuntime:
+        async def opener(connection: Connection) -> SessionPort:
             if resume is None:
                 owner = name or address_principal(websocket)  # gateway.tenants
                 runtime, _ = await manager.start(connection, principal=owner)
                 return runtime
             session_id, token, last_seq = resume
-            return await manager.resume(
+            return await manager.resume_or_follow(
                 session_id, token, connection, last_seq=last_seq, principal=name
             )
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway import __version__
 from gateway.app import create_app, drain, uvicorn_options
@@ -18,15 +19,9 @@ from gateway.check import CheckFailed, check_provider
 from gateway.logs import configure_logging
 from gateway.providers.factory import build_provider
 from gateway.settings import Settings, SettingsError, load_settings, unknown_settings
+from gateway.workers import Supervisor, refusal
 
 log = logging.getLogger("gateway")
-
-WORKERS_REFUSED = (
-    "--workers {n}: the gateway runs in one process for now: each live session (its socket, "
-    "model stream and timers) is held in that process's memory, so several workers could not "
-    "share sessions or resume each other's. Run one process per instance (scale out with more "
-    "instances) until the distributed mode with a shared Redis store lands."
-)
 
 
 class GatewayServer(uvicorn.Server):
@@ -84,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="worker processes; only 1 for now (the distributed mode is not there yet)",
+        help="worker processes sharing the port (default 1; more need GATEWAY_STORE=redis://...)",
     )
     parser.add_argument("--version", action="version", version=f"voice-gateway {__version__}")
     return parser
@@ -139,13 +134,14 @@ def _listening(settings: Settings, sock: socket.socket) -> Callable[[], None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, load settings, serve until interrupted; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.workers is not None and args.workers != 1:
-        sys.stderr.write(f"voice-gateway: {WORKERS_REFUSED.format(n=args.workers)}\n")
-        return 2
     try:
         settings = load_settings()
     except SettingsError as exc:
         sys.stderr.write(f"voice-gateway: {exc}\n")
+        return 2
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1 or (why := refusal(settings, workers)) is not None:
+        sys.stderr.write(f"voice-gateway: {why or '--workers must be at least 1'}\n")
         return 2
     updates = {
         k: v
@@ -170,16 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"voice-gateway: {bind_error(settings.host, settings.port, exc)}\n")
         return 1
+    if workers > 1:
+        _listening(settings, sock)()
+        return Supervisor(settings, workers).run(sock)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        proxy_headers=True,
-        **uvicorn_options(settings),
-    )
+    config = server_config(settings, app)
     server = GatewayServer(
         config, drain=lambda: drain(app, settings), on_started=_listening(settings, sock)
     )
@@ -188,6 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sock.close()
     return 0
+
+
+def server_config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    """How uvicorn serves ``app`` (one process, or each ``--workers`` worker)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        proxy_headers=True,
+        **uvicorn_options(settings),
+    )
 
 
 async def _check(settings: Settings) -> int:

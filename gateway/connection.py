@@ -31,7 +31,7 @@ from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
 from gateway.lifecycle import CONNECTION_TRANSITIONS, ConnectionState, Lifecycle
 from gateway.metrics import GatewayMetrics
-from gateway.runtime import SessionRuntime
+from gateway.runtime import ClientSink
 
 log = logging.getLogger("gateway.connection")
 
@@ -73,6 +73,27 @@ class Codec(Protocol):
     def heartbeat(self, session_id: str, seq: int) -> str | None:
         """A keep-alive data frame, or ``None`` if the protocol has none."""
         ...
+
+
+class _Named(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class SessionPort(Protocol):
+    """What a connection feeds: a :class:`~gateway.runtime.SessionRuntime`, or a
+    :class:`~gateway.relay.Relay` to the instance that runs the session."""
+
+    @property
+    def session(self) -> _Named: ...
+
+    def receive(self, event: ClientEvent) -> None: ...
+
+    def reject(self, code: ErrorCode, message: str) -> None: ...
+
+    def close_client(self, code: int, reason: str) -> None: ...
+
+    def detach(self, client: ClientSink) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +235,7 @@ class Connection:
 
     # --- tasks -------------------------------------------------------------------
 
-    async def serve(self, runtime: SessionRuntime) -> None:
+    async def serve(self, runtime: SessionPort) -> None:
         """Run until the client disconnects or the connection is closed; the
         connection must already be attached to ``runtime``."""
         self._session_id = runtime.session.id
@@ -228,7 +249,7 @@ class Connection:
             self._enter(ConnectionState.CLOSED)
             runtime.detach(self)
 
-    async def _read(self, runtime: SessionRuntime) -> None:
+    async def _read(self, runtime: SessionPort) -> None:
         limits = self._limits
         loop = asyncio.get_running_loop()
         bucket = TokenBucket(limits.rate_per_s, limits.burst)

@@ -6,7 +6,8 @@
      ├── SettingsError              start-up configuration is invalid (settings.py)
      ├── StoreError                 the session store failed (unreachable, corrupt, full)
      │    ├── StoreLocked           another process holds the store (one SQLite writer)
-     │    └── StoreUnavailable      no commit within GATEWAY_STORE_RETRY_S (pipeline.py)
+     │    ├── StoreUnavailable      no commit within GATEWAY_STORE_RETRY_S (pipeline.py)
+     │    └── Fenced                a commit's lease was superseded (another instance owns it)
      ├── ProviderError              a model call failed: code, retryable, status
      ├── RequestError               an HTTP platform request cannot be served
      │    ├── BodyTooLarge          over the route's body limit (adapters/sse.py)
@@ -48,6 +49,14 @@ class StoreError(GatewayError):
 
 class StoreLocked(StoreError):
     """The store is held by another process (SQLite allows one gateway per file)."""
+
+
+class Fenced(StoreError):
+    """A commit carried a lease that is no longer the session's: another instance owns it.
+
+    Nothing of the commit was written; the writer must stop at once and deliver
+    nothing more of the session (see :mod:`gateway.cluster`).
+    """
 
 
 class ProviderError(GatewayError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from gateway.core.events import ServerEvent
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent
-from gateway.errors import StoreError
+from gateway.errors import Fenced, StoreError
 from gateway.stores.base import SessionStore
 
 log = logging.getLogger("gateway.pipeline")
@@ -175,6 +175,8 @@ class Pipeline:
                 await self._store.commit(
                     self._id, events=events, turns=turns, state=state, updated_at=self._clock()
                 )
+            except Fenced:
+                raise  # another instance owns the session now: retrying cannot help
             except StoreError as exc:
                 attempt += 1
                 left = deadline - loop.time()

@@ -51,7 +51,7 @@ from gateway.core.history import Finish, FunctionCall, Usage
 from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
 from gateway.core.state import encode_state
-from gateway.errors import ProviderError, RuntimeStopped
+from gateway.errors import Fenced, ProviderError, RuntimeStopped
 from gateway.generation import ProviderPolicy, generate
 from gateway.lifecycle import RUNTIME_TRANSITIONS, Lifecycle, RuntimeState
 from gateway.pipeline import Outgoing, Pipeline, StorePolicy, StoreUnavailable
@@ -375,6 +375,10 @@ class SessionRuntime:
     async def _run_pipeline(self) -> None:
         try:
             await self._pipeline.run()
+        except Fenced:
+            log.warning("session=%s was taken over by another instance: stopping", self.session.id)
+            self._give_up(CloseCode.TAKEN_OVER, "another connection resumed this session")
+            return
         except StoreUnavailable as exc:
             log.error(
                 "session=%s: %s; closing its client (1011): it can resume once the store is back",

@@ -15,19 +15,18 @@ from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.connection import Codec, Connection, InputLimits
+from gateway.connection import Codec, Connection, InputLimits, SessionPort
 from gateway.core.codes import CloseCode
 from gateway.errors import ResumeRefused, StoreError, TooManySessions
 from gateway.guard import Guard
 from gateway.logformat import bind_session
-from gateway.runtime import SessionRuntime
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.connection")
 
 #: Opens the session and attaches the connection to it; ``None`` when there is
 #: nothing to serve (the opener closed the socket itself).
-Opener = Callable[[Connection], Awaitable[SessionRuntime | None]]
+Opener = Callable[[Connection], Awaitable[SessionPort | None]]
 
 
 async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:

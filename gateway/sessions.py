@@ -25,14 +25,26 @@ from dataclasses import dataclass
 
 import orjson
 
+from gateway.cluster import Cluster, Held, Inbound, raise_if_cancelled
+from gateway.cluster_local import LocalCluster
 from gateway.core.codes import CloseCode
+from gateway.core.events import ServerEvent
 from gateway.core.replay import ReplayLog
 from gateway.core.session import Session, SessionConfig
 from gateway.core.state import decode_state, encode_state
-from gateway.errors import ResumeRefused, RuntimeStopped, StateError, TooManySessions
+from gateway.errors import (
+    Fenced,
+    ResumeRefused,
+    RuntimeStopped,
+    StateError,
+    StoreError,
+    TooManySessions,
+)
 from gateway.generation import ProviderPolicy
+from gateway.ownership import Ownership
 from gateway.pipeline import StorePolicy
 from gateway.providers.base import LLMProvider
+from gateway.relay import Relay
 from gateway.runtime import ClientSink, SessionRuntime
 from gateway.stores.base import SessionMeta, SessionStore, StoredSession
 from gateway.tenants import platform_principal
@@ -73,6 +85,9 @@ class ManagerConfig:
     grace_s: float = 30.0
     provider: ProviderPolicy = ProviderPolicy()
     store: StorePolicy = StorePolicy()
+    #: How long a resume on this instance waits for the instance that owns the
+    #: session to hand it over (it finishes its streaming turn first) or to die.
+    handover_s: float = 25.0
     #: Runs the server tools (webhooks); ``None``: there are none.
     tools: ToolRunner | None = None
 
@@ -87,6 +102,7 @@ class SessionManager:
         store: SessionStore,
         config: ManagerConfig,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
         self._provider = provider
         self._store = store
@@ -94,6 +110,9 @@ class SessionManager:
         self._clock = clock
         self._live: dict[str, SessionRuntime] = {}
         self._locks = _KeyedLocks()
+        self._cluster: Cluster = cluster or LocalCluster(store)
+        self._relays: set[Relay] = set()
+        self._placement = Ownership(self._cluster, store, self._live, handover_s=config.handover_s)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -125,6 +144,8 @@ class SessionManager:
     ) -> tuple[SessionRuntime, str]:
         """A new live session with ``client`` attached, and its resume token."""
         session_id, token, _ = await self.create(principal=principal)
+        await self._placement.claim(session_id, client)
+        await self._placement.own(session_id)
         session = Session(session_id, self._config.session)
         replay = ReplayLog(self._config.replay_capacity)
         runtime = self._run(session, hash_token(token), replay, principal)
@@ -151,6 +172,7 @@ class SessionManager:
             owner = platform_principal(kind)  # never a caller's name (gateway.tenants)
             meta = SessionMeta(session_id, hash_token(new_resume_token()), owner, now, now)
             await self._store.create(meta, encode_state(session.state()))
+            await self._placement.own(session_id)
             replay = ReplayLog(self._config.replay_capacity)
             return self._run(session, meta.token_hash, replay, owner)
 
@@ -207,8 +229,35 @@ class SessionManager:
 
         Raises :class:`ResumeRefused` for an unknown session, a wrong token, a
         session of another principal (reported as unknown, so ids do not leak),
-        or a session that has ended (4410).
+        or a session that has ended (4410). With several instances, one that
+        another live instance runs is waited for until it is handed over.
         """
+        resumed = await self._resume(session_id, token, client, last_seq, principal, False)
+        assert isinstance(resumed, SessionRuntime)
+        return resumed
+
+    async def resume_or_follow(
+        self,
+        session_id: str,
+        token: str,
+        client: ClientSink,
+        *,
+        last_seq: int,
+        principal: str | None = None,
+    ) -> SessionRuntime | Relay:
+        """:meth:`resume`, except that a session another live instance runs is
+        relayed from it, live, until it is handed over (see :mod:`gateway.relay`)."""
+        return await self._resume(session_id, token, client, last_seq, principal, True)
+
+    async def _resume(
+        self,
+        session_id: str,
+        token: str,
+        client: ClientSink,
+        last_seq: int,
+        principal: str | None,
+        follow: bool,
+    ) -> SessionRuntime | Relay:
         async with self._locks.hold(session_id):
             runtime = await self._running(session_id)
             if runtime is not None:
@@ -217,9 +266,77 @@ class SessionManager:
                 if not token_matches(token, runtime.token_hash):
                     raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
             else:
-                runtime = await self._restore(session_id, token, principal)
+                stored = await self._check(session_id, token, principal)
+            if self._cluster.distributed:
+                # Tell the older socket, on whatever instance, to close (4409).
+                epoch = await self._placement.claim(session_id, client)
+                runtime = await self._running(session_id)
+                if runtime is None:
+                    if not follow:
+                        await self._placement.own(session_id, epoch=epoch)
+                    elif await self._placement.try_own(session_id, epoch) is not None:
+                        return await self._relay(session_id, client, token, last_seq, epoch)
+                    runtime = await self._restore_owned(session_id)
+            elif runtime is None:
+                runtime = await self._restore_stored(stored)
             runtime.attach(client, resume_token=token, last_seq=last_seq)
             return runtime
+
+    async def _relay(
+        self, session_id: str, client: ClientSink, token: str, last_seq: int, epoch: int
+    ) -> Relay:
+        """Serve ``client`` from here while the live owner elsewhere streams."""
+        stored = await self._store.get(session_id)
+        if stored is None:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
+        try:
+            state = decode_state(stored.state)
+        except StateError as exc:
+            raise ResumeRefused(CloseCode.INTERNAL_ERROR, "the session cannot be restored") from exc
+        if state.ended:
+            raise ResumeRefused(CloseCode.SESSION_ENDED, "the session has ended")
+        first = await self._store.first_seq(session_id)
+        events = await self._store.read_events(session_id, 0 if first is None else first - 1)
+        delivered = events[-1].seq if events else state.seq
+        view = Session.restore(
+            session_id,
+            self._config.session,
+            state,
+            last_seq=delivered,
+            open_turn_chunks=(),
+            now=self._clock(),
+        )
+        missed = last_seq > delivered or (first is not None and last_seq < first - 1)
+        since = delivered if missed else last_seq
+        greeting: list[ServerEvent] = [view.ready_event(token, resumed=True, seq=since)]
+        if missed:
+            greeting.append(view.resync_event(delivered))
+        self._relays = {r for r in self._relays if not r.done}
+        relay = Relay(
+            session_id,
+            client,
+            cluster=self._cluster,
+            epoch=epoch,
+            last_seq=since,
+            resume_token=token,
+            take_over=lambda: self._take_over(session_id),
+            greeting=greeting,
+            on_left=lambda epoch: self._placement.relay_left(session_id, epoch),
+        )
+        self._relays.add(relay)
+        log.info("session=%s relayed from its owner from seq %d", session_id, since)
+        return relay
+
+    async def _take_over(self, session_id: str) -> tuple[SessionRuntime, list[Inbound]] | None:
+        """A relayed session looks free: own it and restore it here, or ``None``."""
+        async with self._locks.hold(session_id):
+            if session_id in self._live:
+                return None
+            if await self._placement.try_own(session_id, 0) is not None:
+                return None
+            lease = self._placement.lease(session_id)
+            unhandled = [] if lease is None else await self._cluster.pending_input(lease)
+            return await self._restore_owned(session_id), unhandled
 
     async def _running(self, session_id: str) -> SessionRuntime | None:
         """The live runtime of ``session_id``; one that is stopping is waited for."""
@@ -229,16 +346,30 @@ class SessionManager:
             return None
         return runtime
 
-    async def _restore(self, session_id: str, token: str, principal: str | None) -> SessionRuntime:
+    async def _check(self, session_id: str, token: str, principal: str | None) -> StoredSession:
         stored = await self._store.get(session_id)
         if stored is None or (principal is not None and stored.meta.principal != principal):
             raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         if not token_matches(token, stored.meta.token_hash):
             raise ResumeRefused(CloseCode.BAD_RESUME_TOKEN, "wrong resume token")
-        return await self._restore_stored(stored)
+        return stored
 
-    async def _restore_stored(self, stored: StoredSession) -> SessionRuntime:
+    async def _restore_owned(self, session_id: str) -> SessionRuntime:
+        """Restore a session whose lease this instance just took: from the store as
+        the previous owner left it."""
+        stored = await self._store.get(session_id)
+        if stored is None:
+            raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
+        return await self._restore_stored(stored, owned=True)
+
+    async def _restore_stored(
+        self, stored: StoredSession, *, owned: bool = False
+    ) -> SessionRuntime:
         session_id = stored.meta.session_id
+        if not owned:
+            await self._placement.own(session_id)
+            if self._cluster.distributed:
+                return await self._restore_owned(session_id)
         try:
             state = decode_state(stored.state)
         except StateError as exc:
@@ -248,7 +379,7 @@ class SessionManager:
             raise ResumeRefused(CloseCode.SESSION_ENDED, "the session has ended")
         # Touch it, then check it is still there: an expiry that ran before the touch
         # deleted it (refused below); one after it sees it fresh and keeps it.
-        await self._store.commit(session_id, updated_at=self._clock())
+        await self._placement.writer(session_id).commit(session_id, updated_at=self._clock())
         if await self._store.get(session_id) is None:
             raise ResumeRefused(CloseCode.UNKNOWN_SESSION, "unknown session")
         first = await self._store.first_seq(session_id)
@@ -284,7 +415,7 @@ class SessionManager:
             token_hash=token_hash,
             principal=principal,
             provider=self._provider,
-            store=self._store,
+            store=self._placement.writer(session.id),
             clock=self._clock,
             replay=replay,
             grace_s=self._config.grace_s,
@@ -299,6 +430,7 @@ class SessionManager:
     def _stopped(self, runtime: SessionRuntime) -> None:
         if self._live.get(runtime.session.id) is runtime:
             del self._live[runtime.session.id]
+            self._placement.release(runtime.session.id)
 
     async def delete(self, session_id: str, *, principal: str | None = None) -> bool:
         """End a session (its client gets ``session.ended``) and remove it from the
@@ -312,6 +444,8 @@ class SessionManager:
             if runtime is not None:
                 runtime.terminate("the session was deleted")
                 await runtime.stopped()
+            elif self._cluster.distributed:
+                await self._placement.tell_deleted(session_id)
             return await self._store.delete(session_id)
 
     async def sweep(self, ttl_s: float) -> list[str]:
@@ -320,7 +454,10 @@ class SessionManager:
         now = self._clock()
         for session_id, runtime in list(self._live.items()):
             if not runtime.stopping:
-                await self._store.commit(session_id, updated_at=now)
+                try:
+                    await self._placement.writer(session_id).commit(session_id, updated_at=now)
+                except Fenced:
+                    continue  # another instance took it over: its runtime finds out
         expired = await self._store.expire(now - ttl_s)
         for session_id in expired:
             async with self._locks.hold(session_id):
@@ -330,12 +467,15 @@ class SessionManager:
                     await gone.stopped()
         if expired:
             log.info("expired %d idle session(s)", len(expired))
+        if self._cluster.distributed:
+            await self.recover()  # turns whose owner died with no client to resume them
         return expired
 
     async def recover(self) -> int:
         """End the turns a crash left ``streaming`` in the store (``failed``, with a
         reason), so the HTTP API shows them for what they are; returns how many
-        sessions were recovered. Only for a store this process alone writes."""
+        sessions were recovered. On a shared store, only sessions whose owner is
+        dead are listed, and each is taken over with its lease first."""
         recovered = 0
         for session_id in await self._store.streaming_sessions():
             async with self._locks.hold(session_id):
@@ -349,6 +489,8 @@ class SessionManager:
                 except ResumeRefused as refused:
                     log.warning("cannot recover session=%s: %s", session_id, refused.reason)
                     continue
+                except Held:
+                    continue  # a live instance took it meanwhile
                 runtime.stop("recovered after a restart")
                 await runtime.stopped()
                 recovered += 1
@@ -374,6 +516,19 @@ class SessionManager:
             runtime.stop("the gateway is shutting down")
         for runtime in runtimes:
             await runtime.stopped()
+        for relay in self._relays:
+            await relay.aclose()
+        await self._placement.aclose()
+
+    async def serve_signals(self) -> None:
+        """Act on what other instances tell this one (takeover, delete); runs until
+        cancelled."""
+        async for signal in self._cluster.signals():
+            try:
+                await self._placement.on_signal(signal)
+            except StoreError as exc:
+                raise_if_cancelled()
+                log.warning("signal %s session=%s failed: %s", signal.kind, signal.session_id, exc)
 
 
 class _KeyedLocks:

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     )
     resume_grace_s: Annotated[float, Field(ge=0, validation_alias="GATEWAY_RESUME_GRACE_S")] = 30.0
     store_retry_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_STORE_RETRY_S")] = 10.0
+    instance_ttl_s: Annotated[
+        float, Field(gt=0, le=60, validation_alias="GATEWAY_INSTANCE_TTL_S")
+    ] = 3.0
     session_ttl_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_SESSION_TTL_S")] = 86400.0
     sweep_interval_s: Annotated[float, Field(gt=0, validation_alias="GATEWAY_SWEEP_INTERVAL_S")] = (
         60.0

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.support.fake_gemini",
     "tests.support.fake_openai",
     "tests.support.gateway",
+    "tests.support.redis_server",
     "tests.support.webhooks",
 ]

@@ -20,12 +20,13 @@ from typing import Protocol
 
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent
-from gateway.errors import StoreError, StoreLocked
+from gateway.errors import Fenced, StoreError, StoreLocked
 
 #: One server event as it was sent: native JSON text, with its ``seq``.
 StoredEvent = LoggedEvent
 
 __all__ = [
+    "Fenced",
     "SessionMeta",
     "SessionStore",
     "StoreError",

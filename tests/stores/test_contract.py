@@ -420,3 +420,16 @@ async def test_list_sessions_of_one_principal(store: SessionStore) -> None:
     assert [m.session_id for m in page] == ["s2"]
     assert [m.session_id for m in await store.list_sessions(limit=10, principal="bob")] == ["s1"]
     assert len(await store.list_sessions(limit=10)) == 5
+
+
+async def test_streaming_sessions_are_those_with_an_open_turn(store: SessionStore) -> None:
+    for sid in ("open", "done", "idle", "gone"):
+        await store.create(meta(sid), b"")
+    await store.commit("open", turns=[turn("t1", session_id="open", status="completed")])
+    await store.commit("open", turns=[turn("t2", session_id="open", started_at=1001.0)])
+    await store.commit("done", turns=[turn("t1", session_id="done")])
+    await store.commit("done", turns=[turn("t1", session_id="done", status="interrupted")])
+    await store.commit("gone", turns=[turn("t1", session_id="gone")])
+    await store.delete("gone")
+
+    assert sorted(await store.streaming_sessions()) == ["open"]

@@ -508,7 +508,7 @@ def test_memory_url() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "redis://:hunter2@localhost:6379/0",
+        "mysql://:hunter2@localhost:3306/0",
         "postgres://db/x",
         "",
         "voice.db",
