@@ -507,7 +507,8 @@ def targets(
 
     g, r = _nearest(points, "gateway", 100), _nearest(points, "relay", 100)
     if g and r:
-        ratio = g.cpu_ms_per_token / r.cpu_ms_per_token
+        # A tiny run can measure no CPU at all for the relay: no ratio then.
+        ratio = g.cpu_ms_per_token / r.cpu_ms_per_token if r.cpu_ms_per_token else math.nan
         row(
             "CPU ms per token vs relay",
             f"N={g.sessions}",

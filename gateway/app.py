@@ -195,7 +195,15 @@ def create_app(
             # The cluster works on the backend itself; the manager writes through the
             # wrappers, its commits fenced by each session's lease.
             async with cluster_for(opened, instance_ttl_s=settings.instance_ttl_s) as cluster:
-                manager = SessionManager(provider=llm, store=store, config=config, cluster=cluster)
+                manager = SessionManager(
+                    provider=llm,
+                    store=store,
+                    config=config,
+                    cluster=cluster,
+                    ephemeral_store=lambda inner: InstrumentedStore(
+                        inner, telemetry.metrics, telemetry.tracing
+                    ),
+                )
                 if settings.store_url.startswith("sqlite") or is_distributed(settings.store_url):
                     # SQLite: this process alone writes the file (it holds its lock), so
                     # any turn still streaming was cut by a crash. Redis: only turns

@@ -103,8 +103,12 @@ class SessionManager:
         config: ManagerConfig,
         clock: Callable[[], float] = time.time,
         cluster: Cluster | None = None,
+        ephemeral_store: Callable[[SessionStore], SessionStore] | None = None,
     ) -> None:
+        """``ephemeral_store`` wraps the store of each one-request session (so that
+        their turns are measured like the others)."""
         self._provider = provider
+        self._wrap_ephemeral = ephemeral_store
         self._store = store
         self._config = config
         self._clock = clock
@@ -204,7 +208,7 @@ class SessionManager:
             session,
             token_hash="",
             provider=self._provider,
-            store=store,
+            store=store if self._wrap_ephemeral is None else self._wrap_ephemeral(store),
             clock=self._clock,
             replay=ReplayLog(self._config.replay_capacity),
             grace_s=0.0,

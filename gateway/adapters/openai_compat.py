@@ -334,6 +334,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 param="messages",
                 code="text_too_long",
             )
+        if system is not None and len(system) > settings.max_instructions_chars:
+            return wire.error_response(
+                400,
+                f"the system messages hold {len(system)} characters; "
+                f"the limit is {settings.max_instructions_chars} (GATEWAY_MAX_INSTRUCTIONS_CHARS)",
+                type_="invalid_request_error",
+                param="messages",
+                code="instructions_too_long",
+            )
         if ignored:
             log.debug("openai: ignored %d tool/function message(s)", ignored)
         completion = _Completion(

@@ -160,3 +160,23 @@ async def test_usage_is_streamed_when_asked_and_a_cut_reply_finishes_length(
     assert chunks[-1].usage is not None
     usage = chunks[-1].usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (12, 5, 17)
+
+
+async def test_system_messages_over_the_instructions_budget_are_400(
+    start_gateway: GatewayFactory, fake_gemini: FakeGemini
+) -> None:
+    gateway = start_on_gemini(start_gateway, fake_gemini, GATEWAY_MAX_INSTRUCTIONS_CHARS=1000)
+    user = {"role": "user", "content": "Hi"}
+    async with httpx.AsyncClient(base_url=gateway.http_url, timeout=10) as http:
+        refused = await http.post(
+            PATH, json={"messages": [{"role": "system", "content": "x" * 1001}, user]}
+        )
+        served = await http.post(
+            PATH,
+            json={"stream": False, "messages": [{"role": "system", "content": "Be brief."}, user]},
+        )
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("instructions_too_long", "messages")
+    assert served.status_code == 200
+    assert len(fake_gemini.requests) == 1  # the refused request never reached the model

@@ -150,3 +150,17 @@ async def test_a_client_that_never_reads_is_a_slow_client_close(
     assert value(scraped, "gateway_send_queue_depth_bucket", le="8.0") < value(
         scraped, "gateway_send_queue_depth_count"
     ), "the queue filled up before the close"
+
+
+async def test_an_openai_compatible_turn_is_counted(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(GATEWAY_OFFLINE_DELAY_MS=0)
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        answer = await http.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "Hello"}]},
+        )
+    assert answer.status_code == 200
+    after = await scrape(gateway)
+    assert (
+        value(after, "gateway_turns_total", route="/v1/chat/completions", status="completed") == 1
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import struct
 from typing import Any
 
@@ -90,24 +91,36 @@ async def flood(url: str) -> int | None:
     return await client.close_code()
 
 
+#: A server close frame (unmasked) whose code is 1007.
+CLOSE_1007 = re.compile(rb"\x88.\x03\xef", re.DOTALL)
+
+
 async def invalid_utf8(gateway: RunningServer) -> bytes:
     reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
-    writer.write(
-        (
-            f"GET /ws?token={TOKEN} HTTP/1.1\r\nHost: {gateway.host}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    payload, mask = b"\xc3\x28 not utf-8", os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    writer.write(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
-    greeting = await reader.readuntil(b'"resumed":false}')
-    # uvicorn's websockets-sansio layer drops an invalid UTF-8 text frame without
-    # answering (it does not flush its 1007 close); the client gives up and leaves.
-    writer.close()
-    await writer.wait_closed()
-    return greeting
+    raw = b""
+    try:
+        writer.write(
+            (
+                f"GET /ws?token={TOKEN} HTTP/1.1\r\nHost: {gateway.host}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        async with asyncio.timeout(10):
+            raw = await reader.readuntil(b'"resumed":false}')
+            payload, mask = b"\xc3\x28 not utf-8", os.urandom(4)
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            writer.write(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+            # The gateway closes 1007 (and logs no traceback).
+            while not CLOSE_1007.search(raw.partition(b"\r\n\r\n")[2]):
+                chunk = await reader.read(4096)
+                if not chunk:
+                    break
+                raw += chunk
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return raw
 
 
 async def never_reads(url: str) -> None:
@@ -148,6 +161,7 @@ async def test_a_hostile_session_leaves_everyone_else_served(start_gateway: Gate
     }
     assert flood_code == 1008
     assert b"HTTP/1.1 101" in raw
+    assert CLOSE_1007.search(raw.partition(b"\r\n\r\n")[2])
     await normal_chat(url, 2)
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{gateway.http_url}/health")).json()["status"] == "ok"
