@@ -29,10 +29,10 @@ from gateway.stores.base import (
     SessionMeta,
     SessionStore,
     StoredEvent,
-    StoredSession,
     StoreError,
     TurnRecord,
 )
+from gateway.stores.wrapper import StoreWrapper
 from gateway.tenants import CLIENT_KIND, session_kind
 
 log = logging.getLogger("gateway.budgets")
@@ -40,7 +40,7 @@ log = logging.getLogger("gateway.budgets")
 _COUNT_PAGE = 1000
 
 
-class CappedStore:
+class CappedStore(StoreWrapper):
     """A :class:`SessionStore` that refuses new client sessions past ``max_sessions``."""
 
     def __init__(
@@ -52,7 +52,7 @@ class CappedStore:
         log_events: int = 1024,
         log_chars: int = DEFAULT_MAX_CHARS,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._max = max_sessions
         self._count = count
         self._log_events = log_events
@@ -84,11 +84,8 @@ class CappedStore:
             raise TooManySessions(
                 f"the gateway holds its maximum of {self._max} sessions; try again later"
             )
-        await self._inner.create(meta, state)
+        await self.inner.create(meta, state)
         self._count += 1
-
-    async def get(self, session_id: str) -> StoredSession | None:
-        return await self._inner.get(session_id)
 
     async def commit(
         self,
@@ -99,7 +96,7 @@ class CappedStore:
         state: bytes | None = None,
         updated_at: float | None = None,
     ) -> None:
-        await self._inner.commit(
+        await self.inner.commit(
             session_id, events=events, turns=turns, state=state, updated_at=updated_at
         )
         if events:
@@ -117,49 +114,20 @@ class CappedStore:
         except StoreError:  # the commit itself succeeded: never report it failed
             log.warning("store trim failed session=%s; the next commit trims", session_id)
 
-    async def read_events(
-        self, session_id: str, after_seq: int, limit: int | None = None
-    ) -> list[StoredEvent]:
-        return await self._inner.read_events(session_id, after_seq, limit)
-
-    async def first_seq(self, session_id: str) -> int | None:
-        return await self._inner.first_seq(session_id)
-
     async def trim_events(self, session_id: str, keep_last: int) -> None:
-        await self._inner.trim_events(session_id, keep_last)
+        await self.inner.trim_events(session_id, keep_last)
         self._grown.pop(session_id, None)
 
-    async def list_turns(self, session_id: str) -> list[TurnRecord]:
-        return await self._inner.list_turns(session_id)
-
-    async def list_sessions(
-        self,
-        *,
-        limit: int,
-        before: tuple[float, str] | None = None,
-        principal: str | None = None,
-    ) -> list[SessionMeta]:
-        return await self._inner.list_sessions(limit=limit, before=before, principal=principal)
-
     async def delete(self, session_id: str) -> bool:
-        deleted = await self._inner.delete(session_id)
+        deleted = await self.inner.delete(session_id)
         self._grown.pop(session_id, None)
         if deleted:
             self._count = max(0, self._count - 1)
         return deleted
 
     async def expire(self, idle_before: float) -> list[str]:
-        expired = await self._inner.expire(idle_before)
+        expired = await self.inner.expire(idle_before)
         for session_id in expired:
             self._grown.pop(session_id, None)
         self._count = max(0, self._count - len(expired))
         return expired
-
-    async def streaming_sessions(self) -> list[str]:
-        return await self._inner.streaming_sessions()
-
-    async def ping(self) -> None:
-        await self._inner.ping()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

@@ -26,15 +26,16 @@ from gateway.core.records import TurnRecord
 from gateway.logformat import bind_turn, route_var
 from gateway.metrics import GatewayMetrics
 from gateway.providers.base import LLMProvider, ProviderError
-from gateway.stores.base import SessionMeta, SessionStore, StoredEvent, StoredSession, StoreError
+from gateway.stores.base import SessionStore, StoredEvent, StoreError
+from gateway.stores.wrapper import StoreWrapper
 from gateway.tracing import Tracing
 
 
-class InstrumentedStore:
+class InstrumentedStore(StoreWrapper):
     """A :class:`SessionStore` that measures commits and observes the events."""
 
     def __init__(self, inner: SessionStore, metrics: GatewayMetrics, tracing: Tracing) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._metrics = metrics
         self._tracing = tracing
 
@@ -101,50 +102,6 @@ class InstrumentedStore:
             metrics.provider_errors.labels(str(data["detail"])).inc()
 
     # --- the rest of the interface, passed through -------------------------------
-
-    async def create(self, meta: SessionMeta, state: bytes) -> None:
-        await self.inner.create(meta, state)
-
-    async def get(self, session_id: str) -> StoredSession | None:
-        return await self.inner.get(session_id)
-
-    async def read_events(
-        self, session_id: str, after_seq: int, limit: int | None = None
-    ) -> list[StoredEvent]:
-        return await self.inner.read_events(session_id, after_seq, limit)
-
-    async def first_seq(self, session_id: str) -> int | None:
-        return await self.inner.first_seq(session_id)
-
-    async def trim_events(self, session_id: str, keep_last: int) -> None:
-        await self.inner.trim_events(session_id, keep_last)
-
-    async def list_turns(self, session_id: str) -> list[TurnRecord]:
-        return await self.inner.list_turns(session_id)
-
-    async def list_sessions(
-        self,
-        *,
-        limit: int,
-        before: tuple[float, str] | None = None,
-        principal: str | None = None,
-    ) -> list[SessionMeta]:
-        return await self.inner.list_sessions(limit=limit, before=before, principal=principal)
-
-    async def delete(self, session_id: str) -> bool:
-        return await self.inner.delete(session_id)
-
-    async def expire(self, idle_before: float) -> list[str]:
-        return await self.inner.expire(idle_before)
-
-    async def streaming_sessions(self) -> list[str]:
-        return await self.inner.streaming_sessions()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class InstrumentedProvider:
