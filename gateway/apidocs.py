@@ -126,6 +126,7 @@ class StatusView(_Strict):
     time: float
     live_sessions: int
     connections: dict[str, int]
+    turns_last_minute: int
     minutes: list[StatusMinute]
 
 

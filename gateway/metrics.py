@@ -227,6 +227,8 @@ class GatewayMetrics:
             "time": now,
             "live_sessions": self._live_sessions(),
             "connections": connections,
+            # A rolling 60 s, not the current clock minute (empty just after :00).
+            "turns_last_minute": sum(turn.at >= now - 60 for turn in self.recent),
             "minutes": series,
         }
 

@@ -102,7 +102,7 @@ function show(status) {
     ? `open connections (${routes.map(([r, n]) => `${r} ${n}`).join(", ")})`
     : "open connections";
   const minutes = status.minutes;
-  $("turns-minute").textContent = minutes.at(-1)?.turns ?? 0;
+  $("turns-minute").textContent = status.turns_last_minute;
   $("failed").textContent = minutes.reduce((sum, m) => sum + m.failed, 0);
   $("p90-now").textContent = seconds(recentPercentile(minutes, 5));
   drawTurns(minutes);
