@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -181,7 +181,7 @@ class RetellConversation(Conversation):
 
 
 async def _sse_turn(
-    http: httpx.AsyncClient, path: str, body: dict[str, object], text_of: Callable[[dict], str]
+    http: httpx2.AsyncClient, path: str, body: dict[str, object], text_of: Callable[[dict], str]
 ) -> tuple[TurnSample, str]:
     clock = _Clock()
     reply: list[str] = []
@@ -212,7 +212,7 @@ def _layercode_text(event: dict) -> str:
 class OpenAIConversation(Conversation):
     """``POST /v1/chat/completions`` with ``stream: true`` and the whole conversation."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx2.AsyncClient) -> None:
         self._http = http
         self._messages: list[dict[str, str]] = []
 
@@ -227,7 +227,7 @@ class OpenAIConversation(Conversation):
 class LayercodeConversation(Conversation):
     """``POST /layercode/agent`` webhooks of one conversation."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx2.AsyncClient) -> None:
         self._http = http
         self._conversation = f"conv_{next(_ids)}"
 
@@ -246,7 +246,7 @@ class LayercodeConversation(Conversation):
 class ModelConversation(Conversation):
     """The fake model alone: the same question straight to its REST API."""
 
-    def __init__(self, http: httpx.AsyncClient, model: str) -> None:
+    def __init__(self, http: httpx2.AsyncClient, model: str) -> None:
         self._http = http
         self._path = f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
         self._contents: list[dict[str, object]] = []
@@ -265,10 +265,10 @@ def _gemini_text(event: dict) -> str:
     return ""
 
 
-def http_client(base_url: str) -> httpx.AsyncClient:
+def http_client(base_url: str) -> httpx2.AsyncClient:
     """An unbounded pool, so that the client never is what queues turns."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120)
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+    return httpx2.AsyncClient(base_url=base_url, limits=limits, timeout=120)
 
 
 # --- load ----------------------------------------------------------------------------

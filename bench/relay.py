@@ -1,6 +1,6 @@
 """The raw-relay baseline: the least a gateway can do, measured beside it.
 
-WebSocket in, one httpx stream to the (fake) Gemini REST API per turn, one WebSocket
+WebSocket in, one httpx2 stream to the (fake) Gemini REST API per turn, one WebSocket
 frame per model piece out. No chunker, no store, no SDK, no replay, no validation:
 a raw ASGI app under the same uvicorn and WebSocket implementation as the gateway,
 speaking just enough of the native protocol for the benchmark's client
@@ -22,7 +22,7 @@ import socket
 import sys
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import uvicorn
 
@@ -32,14 +32,14 @@ class Relay:
 
     def __init__(self, model_url: str, model: str) -> None:
         self._url = f"{model_url}/v1beta/models/{model}:streamGenerateContent?alt=sse"
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx2.AsyncClient | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 if message["type"] == "lifespan.startup":
-                    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-                    self._http = httpx.AsyncClient(limits=limits, timeout=60)
+                    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+                    self._http = httpx2.AsyncClient(limits=limits, timeout=60)
                     await send({"type": "lifespan.startup.complete"})
             if self._http is not None:
                 await self._http.aclose()

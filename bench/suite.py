@@ -10,7 +10,7 @@ the other:
 
 - **model**: the paced fake Gemini alone (bench/fake_model.py: 50 tokens/s, first piece
   after 300 ms by default), talked to directly: the latency nobody can beat;
-- **relay**: the raw-relay baseline (bench/relay.py: WebSocket in, httpx stream, one
+- **relay**: the raw-relay baseline (bench/relay.py: WebSocket in, httpx2 stream, one
   frame per model piece, no chunker, no store);
 - **gateway**: the real ``python -m gateway`` with the real google-genai SDK pointed at
   the fake, a SQLite store in a temporary directory and log level ``warning``.

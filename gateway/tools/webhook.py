@@ -23,7 +23,7 @@ checked address itself — the ``Host`` header and TLS name (SNI, certificate
 check) stay the tool's host — so a DNS answer that changes between the check and
 the connection (DNS rebinding) cannot redirect it. Redirects are never followed.
 
-Hand-written on ``httpx`` (the gateway's HTTP client) because signing, the
+Hand-written on ``httpx2`` (the gateway's HTTP client) because signing, the
 address check and mapping failures to results are the whole job.
 """
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import httpx2
 import orjson
 
 from gateway.core.history import FunctionCall
@@ -124,7 +124,7 @@ class WebhookRunner:
         self._allow_private = tools.allow_private_addresses
         self._secret = secret
         self._clock = clock
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._client = httpx2.AsyncClient(follow_redirects=False)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -139,7 +139,7 @@ class WebhookRunner:
         except TimeoutError:
             log.warning("tool %s timed out after %g s", call.name, tool.timeout_s)
             return error_result(f"{call.name} did not answer within {tool.timeout_s:g} s")
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             log.warning("tool %s failed: %s", call.name, type(exc).__name__)
             return error_result(f"{call.name} could not be reached ({type(exc).__name__})")
 

@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 from google import genai
 from google.genai import _api_client, types
@@ -488,7 +488,7 @@ async def test_silence_beyond_timeout_is_timeout(fake_gemini):
 
 
 @pytest.mark.parametrize("library", ["httpx2", "httpx", "auto"])
-async def test_the_http_library_is_pinned_to_httpx_whatever_the_environment_says(
+async def test_the_http_library_is_pinned_to_httpx2_whatever_the_environment_says(
     fake_gemini, monkeypatch, library
 ):
     monkeypatch.setenv("GOOGLE_GENAI_HTTP_CLIENT", library)
@@ -503,12 +503,12 @@ async def test_the_http_library_is_pinned_to_httpx_whatever_the_environment_says
 
     assert (cut.code, silent.code) == ("connection_lost", "timeout")
     for error in (cut, silent):
-        assert type(error.__cause__).__module__.split(".")[0] == "httpx"
+        assert type(error.__cause__).__module__.split(".")[0] == "httpx2"
 
 
 async def test_an_installed_aiohttp_changes_nothing(fake_gemini, monkeypatch):
     # The SDK switches to aiohttp whenever it can import it; pretend it can. Were
-    # the provider not pinned to its own httpx client, the SDK would now reach for
+    # the provider not pinned to its own httpx2 client, the SDK would now reach for
     # aiohttp (not installed here) and every call would fail.
     monkeypatch.setattr(_api_client, "has_aiohttp", True)
     gemini = GeminiProvider(api_key=API_KEY, model=MODEL, base_url=fake_gemini.url, timeout_s=0.3)
@@ -612,7 +612,7 @@ async def test_aclose_closes_the_client(fake_gemini):
 
 
 async def test_fake_serves_non_streaming_generate_content(fake_gemini):
-    http = httpx.AsyncClient()  # pinned, as the provider does, whatever is installed
+    http = httpx2.AsyncClient()  # pinned, as the provider does, whatever is installed
     client = genai.Client(
         vertexai=False,
         api_key=API_KEY,
