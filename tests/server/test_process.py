@@ -52,3 +52,17 @@ def test_console_script_help() -> None:
     )
     for flag in ("--host", "--port", "--log-level"):
         assert flag in result.stdout
+
+
+def test_a_serving_process_freezes_its_start_up_heap() -> None:
+    # Full garbage collections would otherwise walk the SDKs' and pydantic's
+    # start-up objects each time, pausing every session (gateway/heap.py).
+    port = free_port()
+    with gateway_process(
+        "--port", str(port), GATEWAY_STORE="memory://", GATEWAY_LOG_LEVEL="debug"
+    ) as (_, lines):
+        pass
+    froze = [line for line in lines if "start-up objects out of the garbage" in line]
+    assert froze, "".join(lines)
+    count = int(froze[0].split("froze ", 1)[1].split()[0])
+    assert count > 10_000  # the imported SDKs alone are hundreds of thousands
