@@ -90,6 +90,8 @@ class Pipeline:
         self._room = asyncio.Event()
         self._room.set()
         self._finishing = False
+        #: The newest ``seq`` when the stored log was last trimmed.
+        self._trimmed_seq = 0
 
     @property
     def backlog(self) -> int:
@@ -159,7 +161,7 @@ class Pipeline:
         if self._unstored <= self._policy.max_backlog:
             self._room.set()
         if any(event.type == "response.end" for event in events):
-            await self._trim()
+            await self._trim(events[-1].seq)
         for item in batch:
             self._dispatch(item)
 
@@ -199,9 +201,16 @@ class Pipeline:
                 log.info("store commit succeeded session=%s after %d retries", self._id, attempt)
             return
 
-    async def _trim(self) -> None:
-        """Keep the stored log as long as the replay log (once per turn)."""
+    async def _trim(self, last_seq: int) -> None:
+        """Keep the stored log about as long as the replay log: at a turn's end, once
+        the log is longer than the replay log by an eighth of it (or more). Not at
+        every turn's end: most sessions never outgrow the replay log, and a no-op
+        trim costs a store round trip a turn."""
+        if last_seq <= self._trim_to or last_seq - self._trimmed_seq < max(1, self._trim_to // 8):
+            return
         try:
             await self._store.trim_events(self._id, self._trim_to)
         except StoreError:
             log.warning("store trim failed session=%s; the next turn trims", self._id)
+            return
+        self._trimmed_seq = last_seq

@@ -323,6 +323,88 @@ async def test_concurrent_commits_for_many_sessions_all_land(tmp_path: Path) -> 
             assert (got.state, got.meta.updated_at) == (f"{sid}:{commits}".encode(), 2015.0)
 
 
+@asynccontextmanager
+async def held_worker(store: SqliteStore) -> AsyncIterator[threading.Event]:
+    """Keep the store's worker thread busy until the yielded event is set, so that
+    every call made meanwhile queues up for the same batch (one transaction)."""
+    release, busy = threading.Event(), threading.Event()
+
+    def hold(_: sqlite3.Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    holding = asyncio.ensure_future(store._run(hold))
+    await asyncio.get_running_loop().run_in_executor(None, busy.wait, 10)
+    try:
+        yield release
+    finally:
+        release.set()
+        await holding
+
+
+async def test_a_failing_call_fails_alone_in_its_batch(tmp_path: Path) -> None:
+    def write_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE sessions SET state = x'ff' WHERE session_id = 'b'")
+        raise ValueError("this call fails after writing")
+
+    async with opened(tmp_path / "gw.db") as store:
+        for sid in ("a", "b", "c"):
+            await store.create(meta(sid), b"")
+        async with held_worker(store):
+            calls = [
+                asyncio.ensure_future(store.commit("a", events=events(1, 3, session_id="a"))),
+                asyncio.ensure_future(store._run(write_then_fail)),
+                # A gap in seq: refused.
+                asyncio.ensure_future(store.commit("b", events=[event(5, session_id="b")])),
+                asyncio.ensure_future(store.commit("c", events=events(1, 2, session_id="c"))),
+            ]
+            await asyncio.sleep(0.05)
+            assert not any(call.done() for call in calls), "a call ran outside the batch"
+        ok_a, failed, gap, ok_c = await asyncio.gather(*calls, return_exceptions=True)
+        assert ok_a is None
+        assert ok_c is None
+        assert isinstance(failed, ValueError)
+        assert isinstance(gap, StoreError)
+        assert len(await store.read_events("a", 0)) == 3
+        assert len(await store.read_events("c", 0)) == 2
+        assert await store.read_events("b", 0) == []
+        b = await store.get("b")
+        assert b is not None
+        assert b.state == b"", "the failed call's write was kept"
+
+
+async def test_nothing_is_reported_stored_when_the_batch_does_not_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gw.db"
+
+    def poison(conn: sqlite3.Connection) -> None:
+        # Checked at COMMIT only: the batch's transaction cannot commit.
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute(
+            "INSERT INTO events (session_id, seq, type, turn_id, data) "
+            "VALUES ('nobody', 1, 'x', NULL, '{}')"
+        )
+
+    async with opened(path) as store:
+        await store.create(meta("a"), b"before")
+        async with held_worker(store):
+            commit = asyncio.ensure_future(
+                store.commit("a", events=events(1, 2, session_id="a"), state=b"after")
+            )
+            poisoned = asyncio.ensure_future(store._run(poison))
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(commit, poisoned, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        # The store is usable again, and holds nothing of the failed batch.
+        assert await store.read_events("a", 0) == []
+        got = await store.get("a")
+        assert got is not None
+        assert got.state == b"before"
+        await store.commit("a", events=events(1, 1, session_id="a"))
+        assert len(await store.read_events("a", 0)) == 1
+
+
 async def test_event_loop_keeps_running_during_a_large_commit(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     batch = events(1, 40_000, size=200)  # ~10 MB of JSON
