@@ -405,6 +405,54 @@ async def test_nothing_is_reported_stored_when_the_batch_does_not_commit(
         assert len(await store.read_events("a", 0)) == 1
 
 
+async def test_a_locked_database_does_not_hold_up_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    async with opened(path) as store:
+        await store.create(meta("s"), b"")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        beat = asyncio.ensure_future(heartbeat())
+        try:
+            commit = asyncio.ensure_future(store.commit("s", events=events(1, 2)))
+            await asyncio.sleep(0.3)
+            assert not commit.done(), "the commit did not wait for the lock"
+            assert ticks >= 10, "the event loop waited for the lock"
+            other.execute("COMMIT")
+            await asyncio.wait_for(commit, 5)
+        finally:
+            beat.cancel()
+            other.close()
+        assert len(await store.read_events("s", 0)) == 2
+
+
+async def test_the_wal_is_checkpointed_while_commits_run_on_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    every = sqlite_module.CHECKPOINT_EVERY
+    commits = 8 * every
+    async with opened(path) as store:
+        await store.create(meta("s"), b"")
+        per_commit = 0.0
+        for n in range(1, commits + 1):
+            await store.commit("s", events=[event(n, size=1000)], state=b"x" * 1000)
+            if n == every // 2:
+                per_commit = wal_bytes(path) / n  # no checkpoint yet
+            if n % 50 == 0:
+                await asyncio.sleep(0.01)  # room for the worker's checkpoints
+        assert per_commit > 0
+        # Unchecked, the log would hold all 8 intervals' pages; checkpointed, it is
+        # written from its start again and stays within a few intervals.
+        assert wal_bytes(path) < 3 * every * per_commit, (wal_bytes(path), per_commit)
+        assert len(await store.read_events("s", 0)) == commits
+
+
 async def test_event_loop_keeps_running_during_a_large_commit(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     batch = events(1, 40_000, size=200)  # ~10 MB of JSON
