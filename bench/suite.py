@@ -86,6 +86,10 @@ _OPEN_LIMITS = {
     "GEMINI_TIMEOUT_S": "300",
 }
 FAST_MODEL = "bench-t0-f0"
+#: The workers section's pace: twice as fast, so that a few hundred sessions offer more
+#: turns than two workers serve (a slower model needs more sessions, and a worker's
+#: CPU per turn grows with the turns it streams at once).
+WORKERS_MODEL = "bench-t100-f150"
 SECTIONS = ("sweep", "length", "idle", "routes", "workers")
 #: Settings that make every route cut whole sentences (the baseline of the routes table).
 SENTENCE_EVERYWHERE = (
@@ -617,8 +621,22 @@ class WorkersResult:
 
     @property
     def projected(self) -> float:
-        """Throughput on 2 dedicated cores over 1 worker's: 2 × the efficiency."""
+        """Throughput on 2 dedicated cores over 1 worker's, sessions split evenly:
+        2 × the efficiency."""
         return 2 * self.efficiency
+
+    @property
+    def busiest_share(self) -> float:
+        """The share of the sessions the busiest of the 2 workers held."""
+        total = sum(self.two.census)
+        return max(self.two.census) / total if total else math.nan
+
+    @property
+    def projected_split(self) -> float:
+        """The same with the split this run's workers made: sessions stay on the worker
+        that accepted them, so the busiest worker saturates first and serves its share
+        of the turns, the other the same number per session."""
+        return self.efficiency * min(2.0, 1 / self.busiest_share)
 
 
 def busy(point: Point, *names: str) -> float:
@@ -653,7 +671,7 @@ async def workers_section(
             redis_server(tmp / f"redis-{count}", core=client_core) as redis,
             gateway(
                 model_url,
-                "bench",
+                args.workers_model,
                 tmp,
                 gw_cores,
                 argv=argv,
@@ -709,10 +727,13 @@ def report_workers(args: argparse.Namespace, result: WorkersResult, n: int, turn
             ]
         )
     _say()
+    pace = Pace(args.tokens_per_s, args.first_ms, args.reply_tokens, args.piece_tokens)
+    pace = pace.for_model(args.workers_model)
     _say(
         f"### Workers: the gateway on Redis, 1 worker against `--workers 2` ({n} sessions × "
-        f"{turns} turns, native /ws, {args.reply_tokens}-token replies at "
-        f"{args.tokens_per_s:g} tokens/s; redis-server AOF everysec)"
+        f"{turns} turns, native /ws, {pace.reply_tokens}-token replies at "
+        f"{pace.tokens_per_s:g} tokens/s, first piece after {pace.first_ms:g} ms; "
+        "redis-server with AOF everysec)"
     )
     _say()
     _say(
@@ -743,11 +764,15 @@ def report_workers(args: argparse.Namespace, result: WorkersResult, n: int, turn
         f"with 2 the machine's two cores were shared by the workers "
         f"({fmt(two.cpu_s / two.result.elapsed_s, 2)} cores), the load client, the model "
         f"and redis-server ({fmt(busy(two, *CLIENT_SIDE), 2)}), {fmt(max(idle, 0), 2)} "
-        "idle: that figure is bounded by what the client side takes from the workers. "
+        "idle: that figure is bounded by what the client side takes from the workers, "
+        "and by the busiest worker (below). "
         f"Per turn the 2 workers spent {fmt(two.cpu_ms_per_turn, 2)} CPU-ms against "
         f"{fmt(result.one.cpu_ms_per_turn, 2)} (efficiency {fmt(result.efficiency, 2)}), "
         f"so on 2 cores of their own they would serve {fmt(result.projected, 2)}× "
-        "one worker's turns/s (projected)."
+        "one worker's turns/s with the sessions split evenly (projected). They were split "
+        f"{' / '.join(str(c) for c in two.census)}: a session stays on the worker that "
+        "accepted its connection, the busiest one saturates first, and with this split "
+        f"the projection is {fmt(result.projected_split, 2)}×."
     )
 
 
@@ -858,19 +883,32 @@ def targets(
                 "– (the client shares the 2 cores)",
             ]
         )
-        ok = workers.projected >= 1.8
         rows.append(
             [
-                "throughput on 2 workers vs 1, projected on 2 dedicated cores "
+                "same, projected on 2 dedicated cores, sessions split evenly "
                 "(2 × turns per worker-CPU-s, 2 workers vs 1)",
                 at,
                 fmt(1000 / two.cpu_ms_per_turn, 0),
                 fmt(1000 / one.cpu_ms_per_turn, 0),
                 fmt(workers.projected, 2),
                 "≥ 1.8×",
+                "– (the split below is what the gateway made)",
+            ]
+        )
+        ok = workers.projected_split >= 1.8
+        rows.append(
+            [
+                "same, projected on 2 dedicated cores with this run's split "
+                f"({' / '.join(str(c) for c in two.census)} sessions)",
+                at,
+                "–",
+                "–",
+                fmt(workers.projected_split, 2),
+                "≥ 1.8×",
                 "–"
-                if math.isnan(workers.projected)
-                else ("pass" if ok else "FAIL") + " (projected)",
+                if math.isnan(workers.projected_split)
+                else ("pass" if ok else "FAIL") + " (projected: the raw figure is bounded "
+                "by the client sharing the cores)",
             ]
         )
     return rows
@@ -898,6 +936,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers-turns", type=int, help="turns per session there")
     parser.add_argument("--workers-budget", type=int, help="about this many turns per run there")
     parser.add_argument(
+        "--workers-model",
+        default=WORKERS_MODEL,
+        help="the model (and so the pace, bench/fake_model.py) of the workers section",
+    )
+    parser.add_argument(
         "--sections",
         nargs="+",
         choices=SECTIONS,
@@ -917,9 +960,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.route_turns is None:
         args.route_turns = 3 if quick else 8
     if args.workers_sessions is None:
-        args.workers_sessions = 300
+        args.workers_sessions = 200
     if args.workers_budget is None:
-        args.workers_budget = 900 if quick else 3000
+        args.workers_budget = 1600 if quick else 4000
     return args
 
 
