@@ -7,12 +7,13 @@ CPU time and resident memory come from ``/proc/<pid>/stat`` and ``/proc/<pid>/st
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,62 @@ def cores() -> tuple[int | None, int | None]:
     return available[0], available[1]
 
 
-def pin_self(core: int | None) -> None:
-    """Run this process on ``core`` only (nothing when ``core`` is None)."""
+def pin_self(core: int | Collection[int] | None) -> None:
+    """Run this process on ``core`` only, or on that set of cores (nothing when None)."""
     if core is not None:
-        os.sched_setaffinity(0, {core})
+        os.sched_setaffinity(0, {core} if isinstance(core, int) else set(core))
+
+
+def cpu_s_of(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_kb_of(pid: int) -> int:
+    """Resident set size of process ``pid``, KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def children(pid: int, marker: str = "") -> list[int]:
+    """The live child processes of ``pid`` whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        if ppid == pid and marker in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def established(pid: int, port: int) -> int:
+    """How many established TCP connections to local ``port`` process ``pid`` holds."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "01" and int(cols[1].rpartition(":")[2], 16) == port:
+                inodes.add(cols[9])
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            count += 1
+    return count
 
 
 def free_port() -> int:
@@ -54,8 +107,7 @@ class Proc:
 
     def cpu_s(self) -> float:
         """User plus system CPU seconds used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        return cpu_s_of(self.pid)
 
     def cpu_ns(self) -> int:
         """CPU nanoseconds its live threads ran (``/proc/<pid>/task/*/schedstat``): finer
@@ -71,10 +123,7 @@ class Proc:
 
     def rss_kb(self) -> int:
         """Resident set size, KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        return rss_kb_of(self.pid)
 
 
 def _wait_port(port: int, popen: subprocess.Popen[str], timeout: float) -> None:
@@ -94,32 +143,29 @@ def _wait_port(port: int, popen: subprocess.Popen[str], timeout: float) -> None:
 def started(
     args: Sequence[str],
     *,
-    core: int | None,
+    core: int | Collection[int] | None,
     env: dict[str, str] | None = None,
     port: int | None = None,
     log: Path | None = None,
     timeout: float = 30.0,
+    executable: str | None = None,
 ) -> Iterator[Proc]:
-    """Start ``python args…`` on ``core``; yield once it serves, SIGTERM it afterwards.
+    """Start ``python args…`` (or ``executable args…``) on ``core`` (one, or a set);
+    yield once it serves, SIGTERM it afterwards.
 
     With ``port`` the process is expected to listen there; without, it must print
     ``PORT <n>`` as its first line (bench/fake_model.py and bench/relay.py do).
     Its output (after that line) goes to ``log``, or nowhere.
     """
-
-    def pin() -> None:
-        if core is not None:
-            os.sched_setaffinity(0, {core})
-
     sink = log.open("a") if log is not None else subprocess.DEVNULL
     popen = subprocess.Popen(
-        [sys.executable, *args],
+        [executable or sys.executable, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE if port is None else sink,
         stderr=sink,
         text=True,
-        preexec_fn=pin,
+        preexec_fn=lambda: pin_self(core),
     )
     try:
         if port is None:
@@ -142,3 +188,21 @@ def started(
             popen.stdout.close()
         if log is not None and not isinstance(sink, int):
             sink.close()
+
+
+@contextmanager
+def redis_server(directory: Path, *, core: int | None) -> Iterator[Proc]:
+    """A ``redis-server`` on a free port of 127.0.0.1 with its files in ``directory``,
+    persisting as the README advises (AOF, ``appendfsync everysec``, no RDB)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+        "--daemonize", "no", "--logfile", str(directory / "redis.log"),
+    ]  # fmt: skip
+    with started(args, core=core, port=port, executable=binary) as proc:
+        yield proc

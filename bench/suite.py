@@ -34,10 +34,11 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -57,7 +58,19 @@ from bench.load import (
     http_client,
     run_load,
 )
-from bench.procs import ROOT, Proc, cores, free_port, pin_self, started
+from bench.procs import (
+    ROOT,
+    Proc,
+    children,
+    cores,
+    cpu_s_of,
+    established,
+    free_port,
+    pin_self,
+    redis_server,
+    rss_kb_of,
+    started,
+)
 
 #: Environment prefixes the gateway under test must not inherit from the shell.
 _FOREIGN = ("GEMINI_", "GATEWAY_", "GOOGLE_", "TWILIO_", "RETELL_", "LAYERCODE_", "OPENAI_")
@@ -73,7 +86,11 @@ _OPEN_LIMITS = {
     "GEMINI_TIMEOUT_S": "300",
 }
 FAST_MODEL = "bench-t0-f0"
-SECTIONS = ("sweep", "length", "idle", "routes")
+#: The workers section's pace: twice as fast, so that a few hundred sessions offer more
+#: turns than two workers serve (a slower model needs more sessions, and a worker's
+#: CPU per turn grows with the turns it streams at once).
+WORKERS_MODEL = "bench-t100-f150"
+SECTIONS = ("sweep", "length", "idle", "routes", "workers")
 #: Settings that make every route cut whole sentences (the baseline of the routes table).
 SENTENCE_EVERYWHERE = (
     "TWILIO_CHUNKING",
@@ -117,6 +134,10 @@ class Point:
     cpu_s: float = math.nan
     rss_kb: float = math.nan
     rtts: list[float] = field(default_factory=list)
+    #: CPU seconds of the other processes measured beside the server, by name.
+    others_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: What ``census`` counted once every session was open (sessions per worker).
+    census: list[int] = field(default_factory=list)
 
     @property
     def turns(self) -> int:
@@ -149,6 +170,50 @@ class Point:
 # --- the servers --------------------------------------------------------------------------
 
 
+class Measured(Protocol):
+    """Something whose CPU and memory ``/proc`` can tell: a :class:`Proc`, a :class:`Pid`,
+    a :class:`Workers`."""
+
+    def cpu_s(self) -> float: ...
+
+    def rss_kb(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Pid:
+    """One process by its id (a worker, or this load client)."""
+
+    pid: int
+
+    def cpu_s(self) -> float:
+        return cpu_s_of(self.pid)
+
+    def rss_kb(self) -> float:
+        return rss_kb_of(self.pid)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """A gateway started with ``--workers N``: its supervisor and the N worker processes.
+    With one worker there is no supervisor: the process is the worker."""
+
+    proc: Proc
+    pids: tuple[int, ...]
+
+    def cpu_s(self) -> float:
+        """CPU of the supervisor and every worker: a worker's CPU is its own process's
+        (the supervisor's ``/proc`` counts a child only once it has been reaped)."""
+        own = (self.proc.pid,) if self.pids != (self.proc.pid,) else ()
+        return sum(cpu_s_of(pid) for pid in (*own, *self.pids))
+
+    def rss_kb(self) -> float:
+        return float(sum(rss_kb_of(pid) for pid in self.pids))
+
+    def sessions(self) -> list[int]:
+        """Client connections each worker holds now."""
+        return [established(pid, self.proc.port) for pid in self.pids]
+
+
 def gateway_env(model_url: str, model: str, tmp: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN) and k != "PORT"}
     env.update(_OPEN_LIMITS)
@@ -166,7 +231,13 @@ def gateway_env(model_url: str, model: str, tmp: Path, port: int) -> dict[str, s
 
 @contextlib.contextmanager
 def gateway(
-    model_url: str, model: str, tmp: Path, core: int | None, **extra: str
+    model_url: str,
+    model: str,
+    tmp: Path,
+    core: int | set[int] | None,
+    *,
+    argv: Sequence[str] = (),
+    **extra: str,
 ) -> Iterator[Proc]:
     with ExitStack() as stack:
         for attempt in range(3):
@@ -176,7 +247,7 @@ def gateway(
             log = tmp / f"gateway-{port}.log"
             try:
                 proc = stack.enter_context(
-                    started(["-m", "gateway"], core=core, env=env, port=port, log=log)
+                    started(["-m", "gateway", *argv], core=core, env=env, port=port, log=log)
                 )
             except RuntimeError:
                 if attempt == 2:
@@ -226,19 +297,27 @@ async def measure(
     turns: int,
     tokens: int,
     *,
-    proc: Proc | None = None,
+    proc: Measured | None = None,
     probe_url: str | None = None,
     client_core: int | None = None,
     think_s: float = 0.0,
     spread_s: float = 1.0,
+    others: Mapping[str, Measured] | None = None,
+    census: Callable[[], list[int]] | None = None,
 ) -> Point:
-    """Run a load and read the server's CPU, memory and loop stalls around it."""
+    """Run a load and read the server's CPU, memory and loop stalls around it (and the
+    CPU of ``others``; ``census()`` runs once every session is open)."""
     point = Point(name, sessions, LoadResult([], 0.0, 0), tokens)
     state: dict[str, object] = {}
+    others = others or {}
+    others_before: dict[str, float] = {}
 
     async def ready() -> None:
+        if census is not None:
+            point.census = census()
         if probe_url is not None:
             state["probe"] = await _probe(probe_url, client_core)
+        others_before.update((k, m.cpu_s()) for k, m in others.items())
         if proc is not None:
             state["cpu"] = proc.cpu_s()
 
@@ -246,6 +325,7 @@ async def measure(
         if proc is not None:
             point.cpu_s = proc.cpu_s() - float(state["cpu"])  # type: ignore[arg-type]
             point.rss_kb = proc.rss_kb()
+        point.others_cpu_s = {k: m.cpu_s() - others_before[k] for k, m in others.items()}
         if "probe" in state:
             point.rtts = await _probe_result(state["probe"])  # type: ignore[arg-type]
 
@@ -485,6 +565,217 @@ async def routes(
     return out
 
 
+#: What a ``--workers`` worker's command line holds (multiprocessing's spawn).
+WORKER_MARKER = "spawn_main"
+
+
+async def worker_pids(proc: Proc, count: int, timeout_s: float = 30.0) -> tuple[int, ...]:
+    """The worker processes of a gateway started with ``--workers count``."""
+    if count == 1:
+        return (proc.pid,)
+    deadline = time.monotonic() + timeout_s
+    while len(pids := children(proc.pid, WORKER_MARKER)) != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway started {len(pids)} workers, not {count}")
+        await asyncio.sleep(0.1)
+    return tuple(pids)
+
+
+async def warm_every_worker(url: str, group: Workers, timeout_s: float = 60.0) -> None:
+    """Play a turn over a few sessions at a time until every worker has served one: a
+    worker still importing accepts nothing, and the others would take its share."""
+    deadline = time.monotonic() + timeout_s
+    served = [0] * len(group.pids)
+    while True:
+        conversations = [NativeConversation(url) for _ in range(2 * len(group.pids))]
+        try:
+            for c in conversations:
+                await c.open()
+            served = [a + b for a, b in zip(served, group.sessions(), strict=True)]
+            await asyncio.gather(*(c.turn(0) for c in conversations))
+        finally:
+            await asyncio.gather(*(c.close() for c in conversations), return_exceptions=True)
+        if all(served):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"a worker served no session in {timeout_s:g} s: {served}")
+        await asyncio.sleep(0.2)
+
+
+@dataclass
+class WorkersResult:
+    """The gateway on Redis with 1 worker and with 2, at the same load."""
+
+    one: Point
+    two: Point
+
+    @property
+    def raw(self) -> float:
+        """Turns/s with 2 workers over turns/s with 1, as measured."""
+        return self.two.turns_per_s / self.one.turns_per_s
+
+    @property
+    def efficiency(self) -> float:
+        """Turns per worker-CPU-second with 2 workers over that with 1."""
+        return self.one.cpu_ms_per_turn / self.two.cpu_ms_per_turn
+
+    @property
+    def projected(self) -> float:
+        """Throughput on 2 dedicated cores over 1 worker's, sessions split evenly:
+        2 × the efficiency."""
+        return 2 * self.efficiency
+
+    @property
+    def busiest_share(self) -> float:
+        """The share of the sessions the busiest of the 2 workers held."""
+        total = sum(self.two.census)
+        return max(self.two.census) / total if total else math.nan
+
+    @property
+    def projected_split(self) -> float:
+        """The same with the split this run's workers made: sessions stay on the worker
+        that accepted them, so the busiest worker saturates first and serves its share
+        of the turns, the other the same number per session."""
+        return self.efficiency * min(2.0, 1 / self.busiest_share)
+
+
+def busy(point: Point, *names: str) -> float:
+    """Cores the named processes kept busy over the measured window."""
+    cpu = sum(point.others_cpu_s.get(n, math.nan) for n in names)
+    return cpu / point.result.elapsed_s if point.result.elapsed_s else math.nan
+
+
+CLIENT_SIDE = ("client", "model", "redis")
+
+
+async def workers_section(
+    args: argparse.Namespace,
+    model: Proc,
+    model_url: str,
+    tmp: Path,
+    server_core: int | None,
+    client_core: int | None,
+) -> WorkersResult:
+    """The gateway on Redis, 1 worker (on the server core) then ``--workers 2`` (on both
+    cores), under the same load; the client, the model and redis-server stay on the
+    client core."""
+    n, tokens = args.workers_sessions, args.reply_tokens
+    turns = args.workers_turns or turns_for(n, args.workers_budget, 20)
+    points: list[Point] = []
+    for count in (1, 2):
+        both = None if server_core is None or client_core is None else {server_core, client_core}
+        gw_cores = server_core if count == 1 else both
+        argv = ("--workers", str(count)) if count > 1 else ()
+        # A fresh redis-server for each run, so that neither sees the other's sessions.
+        with (
+            redis_server(tmp / f"redis-{count}", core=client_core) as redis,
+            gateway(
+                model_url,
+                args.workers_model,
+                tmp,
+                gw_cores,
+                argv=argv,
+                GATEWAY_STORE=f"redis://127.0.0.1:{redis.port}/0",
+            ) as gw,
+        ):
+            group = Workers(gw, await worker_pids(gw, count))
+            url = f"ws://127.0.0.1:{gw.port}/ws"
+            await warm_every_worker(url, group)
+            others: dict[str, Measured] = {"client": Pid(os.getpid()), "model": model}
+            others["redis"] = redis
+            others.update((f"worker {i + 1}", Pid(pid)) for i, pid in enumerate(group.pids))
+            points.append(
+                await measure(
+                    f"{count} worker{'s' if count > 1 else ''}",
+                    lambda u=url: NativeConversation(u),
+                    n,
+                    turns,
+                    tokens,
+                    proc=group,
+                    think_s=args.think_s,
+                    others=others,
+                    census=group.sessions,
+                )
+            )
+        _say(f"  … {count} worker(s) done")
+    result = WorkersResult(*points)
+    report_workers(args, result, n, turns)
+    return result
+
+
+def report_workers(args: argparse.Namespace, result: WorkersResult, n: int, turns: int) -> None:
+    rows = []
+    for p in (result.one, result.two):
+        firsts = p.firsts()
+        workers = [k for k in p.others_cpu_s if k.startswith("worker ")]
+        total = sum(p.others_cpu_s[k] for k in workers)
+        share = " / ".join(fmt(100 * p.others_cpu_s[k] / total) for k in workers) if total else "–"
+        rows.append(
+            [
+                p.server,
+                " / ".join(str(c) for c in p.census),
+                str(p.turns),
+                fmt(p.turns_per_s, 1),
+                fmt(pct(firsts, 50)),
+                fmt(pct(firsts, 99)),
+                fmt(p.cpu_ms_per_turn, 2),
+                fmt(1000 / p.cpu_ms_per_turn, 0),
+                share,
+                fmt(p.cpu_s / p.result.elapsed_s, 2),
+                fmt(busy(p, *CLIENT_SIDE), 2),
+                str(p.result.errors),
+            ]
+        )
+    _say()
+    pace = Pace(args.tokens_per_s, args.first_ms, args.reply_tokens, args.piece_tokens)
+    pace = pace.for_model(args.workers_model)
+    _say(
+        f"### Workers: the gateway on Redis, 1 worker against `--workers 2` ({n} sessions × "
+        f"{turns} turns, native /ws, {pace.reply_tokens}-token replies at "
+        f"{pace.tokens_per_s:g} tokens/s, first piece after {pace.first_ms:g} ms; "
+        "redis-server with AOF everysec)"
+    )
+    _say()
+    _say(
+        _md(
+            [
+                "gateway",
+                "sessions per worker",
+                "turns",
+                "turns/s",
+                "1st chunk p50 ms",
+                "p99",
+                "CPU ms/turn (all workers)",
+                "turns per worker-CPU-s",
+                "CPU share per worker %",
+                "workers' cores busy",
+                "client + model + redis cores busy",
+                "errors",
+            ],
+            rows,
+        )
+    )
+    two = result.two
+    idle = 2 - two.cpu_s / two.result.elapsed_s - busy(two, *CLIENT_SIDE)
+    _say()
+    _say(
+        f"Measured: {fmt(result.raw, 2)}× the turns/s. With 1 worker it had a core of its "
+        f"own and used {fmt(result.one.cpu_s / result.one.result.elapsed_s, 2)} of it; "
+        f"with 2 the machine's two cores were shared by the workers "
+        f"({fmt(two.cpu_s / two.result.elapsed_s, 2)} cores), the load client, the model "
+        f"and redis-server ({fmt(busy(two, *CLIENT_SIDE), 2)}), {fmt(max(idle, 0), 2)} "
+        "idle: that figure is bounded by what the client side takes from the workers, "
+        "and by the busiest worker (below). "
+        f"Per turn the 2 workers spent {fmt(two.cpu_ms_per_turn, 2)} CPU-ms against "
+        f"{fmt(result.one.cpu_ms_per_turn, 2)} (efficiency {fmt(result.efficiency, 2)}), "
+        f"so on 2 cores of their own they would serve {fmt(result.projected, 2)}× "
+        "one worker's turns/s with the sessions split evenly (projected). They were split "
+        f"{' / '.join(str(c) for c in two.census)}: a session stays on the worker that "
+        "accepted its connection, the busiest one saturates first, and with this split "
+        f"the projection is {fmt(result.projected_split, 2)}×."
+    )
+
+
 def _nearest(points: list[Point], server: str, n: int) -> Point | None:
     mine = [p for p in points if p.server == server]
     if not mine:
@@ -496,6 +787,7 @@ def targets(
     points: list[Point],
     lengths: dict[str, LengthResult],
     idle: dict[str, float],
+    workers: WorkersResult | None = None,
 ) -> list[list[str]]:
     rows: list[list[str]] = []
 
@@ -577,9 +869,48 @@ def targets(
             "≤ 20 KiB",
             idle["gateway"] <= 20,
         )
-    rows.append(
-        ["throughput on 2 workers vs 1", "", "–", "–", "–", "≥ 1.8×", "n/a (needs a shared store)"]
-    )
+    if workers is not None:
+        at = f"N={workers.one.sessions}, Redis"
+        one, two = workers.one, workers.two
+        rows.append(
+            [
+                "throughput on 2 workers vs 1, measured (turns/s)",
+                at,
+                fmt(two.turns_per_s, 1),
+                fmt(one.turns_per_s, 1),
+                fmt(workers.raw, 2),
+                "≥ 1.8×",
+                "– (the client shares the 2 cores)",
+            ]
+        )
+        rows.append(
+            [
+                "same, projected on 2 dedicated cores, sessions split evenly "
+                "(2 × turns per worker-CPU-s, 2 workers vs 1)",
+                at,
+                fmt(1000 / two.cpu_ms_per_turn, 0),
+                fmt(1000 / one.cpu_ms_per_turn, 0),
+                fmt(workers.projected, 2),
+                "≥ 1.8×",
+                "– (the split below is what the gateway made)",
+            ]
+        )
+        ok = workers.projected_split >= 1.8
+        rows.append(
+            [
+                "same, projected on 2 dedicated cores with this run's split "
+                f"({' / '.join(str(c) for c in two.census)} sessions)",
+                at,
+                "–",
+                "–",
+                fmt(workers.projected_split, 2),
+                "≥ 1.8×",
+                "–"
+                if math.isnan(workers.projected_split)
+                else ("pass" if ok else "FAIL") + " (projected: the raw figure is bounded "
+                "by the client sharing the cores)",
+            ]
+        )
     return rows
 
 
@@ -601,6 +932,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reply-tokens", type=int, default=Pace.reply_tokens)
     parser.add_argument("--piece-tokens", type=int, default=Pace.piece_tokens)
     parser.add_argument("--store", help="GATEWAY_STORE of the gateway (default: SQLite)")
+    parser.add_argument("--workers-sessions", type=int, help="sessions of the workers section")
+    parser.add_argument("--workers-turns", type=int, help="turns per session there")
+    parser.add_argument("--workers-budget", type=int, help="about this many turns per run there")
+    parser.add_argument(
+        "--workers-model",
+        default=WORKERS_MODEL,
+        help="the model (and so the pace, bench/fake_model.py) of the workers section",
+    )
     parser.add_argument(
         "--sections",
         nargs="+",
@@ -620,6 +959,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.idle = 200 if quick else 1000
     if args.route_turns is None:
         args.route_turns = 3 if quick else 8
+    if args.workers_sessions is None:
+        args.workers_sessions = 200
+    if args.workers_budget is None:
+        args.workers_budget = 1600 if quick else 4000
     return args
 
 
@@ -644,16 +987,18 @@ async def run(args: argparse.Namespace) -> None:
         ]
         model = stack.enter_context(started(model_args, core=client_core))
         model_url = f"http://127.0.0.1:{model.port}"
-        relay_proc = stack.enter_context(relay(model_url, "bench", server_core))
         store = {"GATEWAY_STORE": args.store} if args.store else {}
-        gw = stack.enter_context(gateway(model_url, "bench", tmp, server_core, **store))
-        # Warm up both (imports, first connections) outside every measurement.
-        for url in (f"ws://127.0.0.1:{relay_proc.port}/ws", f"ws://127.0.0.1:{gw.port}/ws"):
-            await run_load(lambda u=url: NativeConversation(u), 2, 1, spread_s=0)
-
         points: list[Point] = []
-        if "sweep" in args.sections:
-            points = await sweep(args, model, relay_proc, gw, client_core)
+        gw = None
+        if {"sweep", "routes"} & set(args.sections):
+            # Started only when needed: idle, they would still share the server core.
+            relay_proc = stack.enter_context(relay(model_url, "bench", server_core))
+            gw = stack.enter_context(gateway(model_url, "bench", tmp, server_core, **store))
+            # Warm up both (imports, first connections) outside every measurement.
+            for url in (f"ws://127.0.0.1:{relay_proc.port}/ws", f"ws://127.0.0.1:{gw.port}/ws"):
+                await run_load(lambda u=url: NativeConversation(u), 2, 1, spread_s=0)
+            if "sweep" in args.sections:
+                points = await sweep(args, model, relay_proc, gw, client_core)
 
         lengths: dict[str, LengthResult] = {}
         if "length" in args.sections:
@@ -663,8 +1008,12 @@ async def run(args: argparse.Namespace) -> None:
         if "idle" in args.sections:
             await idle_section(args, model_url, tmp, server_core, store, idle)
 
-        if "routes" in args.sections:
+        if "routes" in args.sections and gw is not None:
             await routes_section(args, gw, model, model_url, tmp, server_core, client_core, store)
+
+        workers = None
+        if "workers" in args.sections:
+            workers = await workers_section(args, model, model_url, tmp, server_core, client_core)
 
         _say()
         _say("### Targets (issue #16), gateway against its baseline in this run")
@@ -672,7 +1021,7 @@ async def run(args: argparse.Namespace) -> None:
         _say(
             _md(
                 ["target", "at", "gateway", "baseline", "figure", "goal", "verdict"],
-                targets(points, lengths, idle),
+                targets(points, lengths, idle, workers),
             )
         )
     _say()

@@ -71,6 +71,11 @@ LIST_PAGE = 100
 #: rides out a Redis restart; longer outages surface as ``StoreError``.
 RETRIES = 8
 SOCKET_TIMEOUT_S = 5.0
+#: The client's connection pool: one connection per command in flight. redis-py 8
+#: caps a pool at 100 unless told, and refuses the 101st (``Too many connections``,
+#: retried with backoff): one worker with 200–300 sessions streaming went past it and
+#: queued its commits for seconds. Redis itself accepts 10,000 clients by default.
+MAX_CONNECTIONS = 10_000
 
 _PASSWORD = re.compile(r"(?<=://)([^/@]*)@")
 
@@ -300,6 +305,7 @@ class RedisStore:
             client = aioredis.from_url(
                 self._url,
                 decode_responses=False,
+                max_connections=MAX_CONNECTIONS,
                 socket_timeout=SOCKET_TIMEOUT_S,
                 socket_connect_timeout=SOCKET_TIMEOUT_S,
                 retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), RETRIES),

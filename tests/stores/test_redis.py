@@ -6,6 +6,7 @@ what only the distributed backend does, against a real redis-server.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -172,3 +173,22 @@ async def test_streaming_sessions_leave_out_those_a_live_instance_runs(rstore: R
     await rstore.client.set("vg:inst:alive", b"1", px=5000)
 
     assert await rstore.streaming_sessions() == ["dead-owner", "orphan"]
+
+
+async def test_more_commands_at_once_than_redis_pys_default_pool_of_100(
+    rstore: RedisStore,
+) -> None:
+    """Every command in flight holds a pooled connection; 150 at once all get one."""
+    many, queue = 150, "vg:test:queue"
+    waiting = [asyncio.create_task(rstore.client.blpop([queue], timeout=4)) for _ in range(many)]
+    try:
+        deadline = asyncio.get_running_loop().time() + 3
+        while (await rstore.client.info("clients"))["blocked_clients"] < many:
+            assert asyncio.get_running_loop().time() < deadline, "fewer than 150 connections"
+            await asyncio.sleep(0.02)
+        await rstore.client.rpush(queue, *range(many))
+        assert all(await asyncio.gather(*waiting))
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
