@@ -68,6 +68,12 @@ def children(pid: int, marker: str = "") -> list[int]:
 
 def established(pid: int, port: int) -> int:
     """How many established TCP connections to local ``port`` process ``pid`` holds."""
+    return tcp_sockets(pid, port, state="01")
+
+
+def tcp_sockets(pid: int, port: int, *, state: str) -> int:
+    """How many TCP sockets on local ``port`` in ``state`` (``/proc/net/tcp``'s hex
+    code: ``01`` established, ``0A`` listening) process ``pid`` holds."""
     inodes = set()
     for table in ("tcp", "tcp6"):
         path = Path(f"/proc/{pid}/net/{table}")
@@ -75,7 +81,7 @@ def established(pid: int, port: int) -> int:
             continue
         for line in path.read_text().splitlines()[1:]:
             cols = line.split()
-            if cols[3] == "01" and int(cols[1].rpartition(":")[2], 16) == port:
+            if cols[3] == state and int(cols[1].rpartition(":")[2], 16) == port:
                 inodes.add(cols[9])
     count = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():

@@ -87,14 +87,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``; ``OSError`` if it cannot be had."""
+def bind_socket(
+    host: str, port: int, *, listen: bool = True, shared: bool = False
+) -> socket.socket:
+    """A TCP socket bound to ``host:port``, listening unless ``listen`` is false;
+    ``OSError`` if it cannot be had. ``shared``: with ``SO_REUSEPORT``, so that each
+    worker binds its own socket on the port (see :mod:`gateway.workers`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(2048)
+        if listen:
+            sock.listen(2048)
     except OSError:
         sock.close()
         raise
@@ -164,13 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.host,
         )
     try:
-        sock = bind_socket(settings.host, settings.port)
+        # With workers, this socket only holds the port: each worker listens on its own.
+        sock = bind_socket(settings.host, settings.port, listen=workers == 1, shared=workers > 1)
     except OSError as exc:
         sys.stderr.write(f"voice-gateway: {bind_error(settings.host, settings.port, exc)}\n")
         return 1
     if workers > 1:
-        _listening(settings, sock)()
-        return Supervisor(settings, workers).run(sock)
+        return Supervisor(settings, workers).run(sock, on_serving=_listening(settings, sock))
     app = create_app(settings)
     config = server_config(settings, app)
     server = GatewayServer(

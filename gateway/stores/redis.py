@@ -71,11 +71,13 @@ LIST_PAGE = 100
 #: rides out a Redis restart; longer outages surface as ``StoreError``.
 RETRIES = 8
 SOCKET_TIMEOUT_S = 5.0
-#: The client's connection pool: one connection per command in flight. redis-py 8
-#: caps a pool at 100 unless told, and refuses the 101st (``Too many connections``,
-#: retried with backoff): one worker with 200–300 sessions streaming went past it and
-#: queued its commits for seconds. Redis itself accepts 10,000 clients by default.
-MAX_CONNECTIONS = 10_000
+#: The client's connection pool: one connection per command in flight. redis-py's
+#: default pool refuses the 101st (``Too many connections``, retried with backoff): one
+#: worker with 200–300 sessions streaming went past it and queued its commits for
+#: seconds. This pool is larger and, when it is full, a command waits (up to
+#: ``SOCKET_TIMEOUT_S``) for a connection instead of failing; bounded, so that a burst
+#: cannot take the file descriptors the gateway's clients need.
+MAX_CONNECTIONS = 512
 
 _PASSWORD = re.compile(r"(?<=://)([^/@]*)@")
 
@@ -302,15 +304,17 @@ class RedisStore:
         if self._redis is not None:
             return
         try:
-            client = aioredis.from_url(
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
-                decode_responses=False,
                 max_connections=MAX_CONNECTIONS,
+                timeout=SOCKET_TIMEOUT_S,
+                decode_responses=False,
                 socket_timeout=SOCKET_TIMEOUT_S,
                 socket_connect_timeout=SOCKET_TIMEOUT_S,
                 retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), RETRIES),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
+            client = aioredis.Redis.from_pool(pool)
         except ValueError as e:
             raise StoreError(f"bad Redis URL {self.url}: {e}") from e
         try:

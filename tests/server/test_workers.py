@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import children, established, tcp_sockets
 from tests.support.client import Client
 from tests.support.process import clean_env, free_port, gateway_process
 
@@ -54,3 +57,39 @@ async def test_two_workers_on_redis_share_sessions_and_drain_on_sigterm(redis_ur
     joined = set(re.findall(r"instance (\S+) joined", "".join(lines)))
     assert len(joined) == 2
     assert "all workers stopped (exit [0, 0])" in "".join(lines)
+
+
+async def test_connections_spread_over_the_workers(redis_url: str) -> None:
+    # Each worker listens on its own SO_REUSEPORT socket: one shared socket let the
+    # worker that woke first accept a whole burst.
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    with gateway_process("--workers", "2", "--port", str(port), GATEWAY_STORE=redis_url) as (
+        proc,
+        _,
+    ):
+        workers: list[int] = []
+        for _ in range(200):  # until both workers listen (spawned: they import first)
+            workers = children(proc.pid, "spawn_main")
+            if len(workers) == 2 and all(
+                tcp_sockets(pid, port, state="0A") == 1 for pid in workers
+            ):
+                break
+            await asyncio.sleep(0.1)
+        assert len(workers) == 2
+        # A burst that waits in the kernel's queues: with one shared socket, the
+        # worker that woke first took all of it.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        connecting = [asyncio.ensure_future(Client.connect(url)) for _ in range(40)]
+        await asyncio.sleep(0.5)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        clients = await asyncio.gather(*connecting)
+        try:
+            await asyncio.gather(*(client.ready() for client in clients))
+            held = [established(pid, port) for pid in workers]
+        finally:
+            await asyncio.gather(*(client.ws.close() for client in clients))
+    assert sum(held) == 40
+    assert min(held) >= 8, held  # a fair split is 20 / 20; one shared socket gave 40 / 0
