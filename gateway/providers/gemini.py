@@ -70,6 +70,7 @@ from gateway.providers.base import (
     build_system_instruction,
 )
 from gateway.providers.gemini_rest import MalformedPiece, Piece, RestStream, rest_contents
+from gateway.providers.http import sharded_transport
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -118,14 +119,6 @@ _BAD_KEY_REASONS: Final = frozenset(
         "API_KEY_SERVICE_BLOCKED",
         "API_KEY_HTTP_REFERRER_BLOCKED",
     }
-)
-
-#: httpx2's default pool keeps 20 idle connections and allows 100 at once: past 20
-#: concurrent turns each turn would open (and, to Google, TLS-handshake) a new
-#: connection, and past 100 turns would queue for one. The gateway's own connection
-#: limits bound the concurrency; idle connections are kept while turns come.
-_POOL: Final = httpx2.Limits(
-    max_connections=None, max_keepalive_connections=None, keepalive_expiry=30.0
 )
 
 _TIMEOUT_ERRORS: Final = (httpx2.TimeoutException,)
@@ -254,7 +247,7 @@ class GeminiProvider:
             raise ValueError("timeout_s must be positive")
         self._model = model
         # Our own httpx2 clients pin the SDK's HTTP library (see the module docstring).
-        self._http = httpx2.AsyncClient(limits=_POOL)
+        self._http = httpx2.AsyncClient(transport=sharded_transport())
         self._http_sync = httpx2.Client()
         self._client = genai.Client(
             vertexai=False,  # ignore GOOGLE_GENAI_USE_VERTEXAI from the environment

@@ -56,6 +56,7 @@ from gateway.providers.base import (
     ProviderError,
     build_system_instruction,
 )
+from gateway.providers.http import sharded_transport
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -115,6 +116,7 @@ class OpenAIProvider:
             base_url=base_url,
             max_retries=0,
             timeout=httpx2.Timeout(timeout_s),
+            http_client=openai.DefaultAsyncHttpxClient(transport=sharded_transport()),
         )
 
     @property
