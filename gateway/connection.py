@@ -29,6 +29,7 @@ from gateway.core.events import ClientEvent, ServerEvent
 from gateway.core.limits import TokenBucket
 from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
+from gateway.flag import Flag
 from gateway.lifecycle import CONNECTION_TRANSITIONS, ConnectionState, Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.runtime import ClientSink
@@ -147,7 +148,7 @@ class Connection:
         self._bound = queue_size
         self._out: deque[_Item] = deque()
         self._queued = 0  # live frames in ``_out`` (the preface and replays are not counted)
-        self._ready = asyncio.Event()
+        self._ready = Flag()
         self._heartbeat_s = heartbeat_s
         self._limits = limits or InputLimits()
         self._life: Lifecycle[ConnectionState] = Lifecycle(

@@ -28,6 +28,7 @@ from gateway.core.events import ServerEvent
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent
 from gateway.errors import Fenced, StoreError
+from gateway.flag import Flag
 from gateway.stores.base import SessionStore
 
 log = logging.getLogger("gateway.pipeline")
@@ -86,9 +87,8 @@ class Pipeline:
         self._turns: dict[str, TurnRecord] = {}
         self._state_dirty = False
         self._unstored = 0
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._wake = Flag()
+        self._room = Flag(True)
         self._finishing = False
 
     @property

@@ -52,6 +52,7 @@ from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
 from gateway.core.state import encode_state
 from gateway.errors import Fenced, ProviderError, RuntimeStopped
+from gateway.flag import Flag
 from gateway.generation import ProviderPolicy, generate
 from gateway.lifecycle import RUNTIME_TRANSITIONS, Lifecycle, RuntimeState
 from gateway.pipeline import Outgoing, Pipeline, StorePolicy, StoreUnavailable
@@ -166,9 +167,8 @@ class SessionRuntime:
             rng=self._random,
         )
         self._generations: dict[str, asyncio.Task[None]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._done = asyncio.Event()
+        self._idle = Flag(True)
+        self._done = Flag()
         self._delivered_seq = replay.last_seq or session.seq
         #: The attached client (``None`` while detached).
         self._client: ClientSink | None = None
