@@ -146,7 +146,8 @@ class Connection:
         self._codec = codec
         self._session_id = ""
         self._bound = queue_size
-        self._out: deque[_Item] = deque()
+        #: What waits to be sent; ``None`` while nothing does (an empty deque is 760 bytes).
+        self._out: deque[_Item] | None = None
         self._queued = 0  # live frames in ``_out`` (the preface and replays are not counted)
         self._ready = Flag()
         self._heartbeat_s = heartbeat_s
@@ -203,10 +204,14 @@ class Connection:
     def prepend(self, texts: Sequence[str]) -> None:
         """Frames the protocol expects before any session event (Retell's opening)."""
         if texts:
+            if self._out is None:
+                self._out = deque()
             self._out.appendleft(_Preface(tuple(texts)))
             self._ready.set()
 
     def _put(self, item: _Item) -> None:
+        if self._out is None:
+            self._out = deque()
         self._out.append(item)
         self._ready.set()
 
@@ -230,7 +235,7 @@ class Connection:
         """Close now: whatever is still queued is dropped. Never raises."""
         if self.closed:
             return
-        self._out.clear()
+        self._out = None
         self._queued = 0
         self.close(code, reason)
 
@@ -316,6 +321,8 @@ class Connection:
             except TimeoutError:
                 return None
         item = self._out.popleft()
+        if not self._out:
+            self._out = None
         if isinstance(item, str):
             self._queued -= 1
         return item
