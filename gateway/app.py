@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, WebSocketRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 from starlette.websockets import WebSocket
@@ -53,6 +53,7 @@ from gateway.tenants import address_principal
 from gateway.tools.webhook import WebhookRunner
 from gateway.tracing import Tracing
 from gateway.transport import TransportLimits, protocol_classes, socket_cap
+from gateway.wsroute import SocketRoute
 
 log = logging.getLogger("gateway")
 
@@ -267,7 +268,7 @@ def create_app(
         )
 
     routes: list[BaseRoute] = [
-        WebSocketRoute("/ws", websocket_native),
+        SocketRoute("/ws", websocket_native),
         *api_routes(manager_of, store_of),
         *adapter_routes(settings),
         *ops_routes(settings, telemetry),

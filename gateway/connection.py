@@ -29,6 +29,7 @@ from gateway.core.events import ClientEvent, ServerEvent
 from gateway.core.limits import TokenBucket
 from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
+from gateway.flag import Flag
 from gateway.lifecycle import CONNECTION_TRANSITIONS, ConnectionState, Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.runtime import ClientSink
@@ -145,9 +146,10 @@ class Connection:
         self._codec = codec
         self._session_id = ""
         self._bound = queue_size
-        self._out: deque[_Item] = deque()
+        #: What waits to be sent; ``None`` while nothing does (an empty deque is 760 bytes).
+        self._out: deque[_Item] | None = None
         self._queued = 0  # live frames in ``_out`` (the preface and replays are not counted)
-        self._ready = asyncio.Event()
+        self._ready = Flag()
         self._heartbeat_s = heartbeat_s
         self._limits = limits or InputLimits()
         self._life: Lifecycle[ConnectionState] = Lifecycle(
@@ -202,10 +204,14 @@ class Connection:
     def prepend(self, texts: Sequence[str]) -> None:
         """Frames the protocol expects before any session event (Retell's opening)."""
         if texts:
+            if self._out is None:
+                self._out = deque()
             self._out.appendleft(_Preface(tuple(texts)))
             self._ready.set()
 
     def _put(self, item: _Item) -> None:
+        if self._out is None:
+            self._out = deque()
         self._out.append(item)
         self._ready.set()
 
@@ -229,7 +235,7 @@ class Connection:
         """Close now: whatever is still queued is dropped. Never raises."""
         if self.closed:
             return
-        self._out.clear()
+        self._out = None
         self._queued = 0
         self.close(code, reason)
 
@@ -315,6 +321,8 @@ class Connection:
             except TimeoutError:
                 return None
         item = self._out.popleft()
+        if not self._out:
+            self._out = None
         if isinstance(item, str):
             self._queued -= 1
         return item

@@ -18,6 +18,8 @@ import asyncio
 import re
 import secrets
 import time
+from collections.abc import Awaitable
+from contextvars import Token
 
 import orjson
 from starlette.datastructures import MutableHeaders
@@ -55,6 +57,12 @@ def _request_id(scope: Scope) -> str:
     return secrets.token_hex(8)
 
 
+def _reset(tokens: tuple[Token[str | None], Token[str | None]]) -> None:
+    route_token, id_token = tokens
+    request_id_var.reset(id_token)
+    route_var.reset(route_token)
+
+
 class ObservabilityMiddleware:
     """Request ids, route labels and edge metrics around the whole app."""
 
@@ -63,22 +71,16 @@ class ObservabilityMiddleware:
         self._metrics = metrics
         self._tracing = tracing
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function: the coroutine it hands on is the only frame a WebSocket
+        # keeps here for its whole life.
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
-            return
+            return self.app(scope, receive, self._lifespan_send(send))
         route = route_label(scope)
         request_id = _request_id(scope)
-        route_token = route_var.set(route)
-        id_token = request_id_var.set(request_id)
-        try:
-            if scope["type"] == "http":
-                await self._http(scope, receive, send, route, request_id)
-            else:
-                await self._websocket(scope, receive, send, route, request_id)
-        finally:
-            request_id_var.reset(id_token)
-            route_var.reset(route_token)
+        if scope["type"] == "http":
+            return self._http(scope, receive, send, route, request_id)
+        return self._websocket(scope, receive, send, route, request_id)
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
@@ -94,6 +96,7 @@ class ObservabilityMiddleware:
         metrics = self._metrics
         started = time.perf_counter()
         status = 500
+        tokens = route_var.set(route), request_id_var.set(request_id)
 
         async def http_send(message: Message) -> None:
             nonlocal status
@@ -107,7 +110,10 @@ class ObservabilityMiddleware:
                 metrics.http_duration.labels(route).observe(time.perf_counter() - started)
             await send(message)
 
-        await self.app(scope, receive, http_send)
+        try:
+            await self.app(scope, receive, http_send)
+        finally:
+            _reset(tokens)
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, route: str, request_id: str
@@ -115,6 +121,7 @@ class ObservabilityMiddleware:
         metrics = self._metrics
         accepted = False
         native = route == "/ws"
+        tokens = route_var.set(route), request_id_var.set(request_id)
 
         async def ws_send(message: Message) -> None:
             nonlocal accepted
@@ -142,6 +149,7 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, ws_send)
         finally:
+            _reset(tokens)
             if accepted:
                 metrics.connections.labels(route).dec()
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +52,14 @@ class OptionsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function: what it passes on (every WebSocket, for its whole life)
+        # costs no coroutine frame here.
         if scope["type"] != "http" or scope["method"] != "OPTIONS":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._options(scope, receive, send)
+
+    async def _options(self, scope: Scope, receive: Receive, send: Send) -> None:
         methods: set[str] = set()
         for route in getattr(scope.get("app"), "routes", ()):
             if isinstance(route, Route) and route.path_regex.match(scope["path"]):

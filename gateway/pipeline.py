@@ -14,6 +14,10 @@ events are unstored. Past ``retry_budget_s`` without a successful commit the
 pipeline gives up with :class:`StoreUnavailable`; the runtime then closes its
 client (1011) and drops the unstored batch, and the session resumes from what
 the store holds once the store is back.
+
+The pipeline does not wait for work on a task of its own: its owner runs
+:meth:`Pipeline.run` (on one task at a time) whenever ``wake`` says there is
+some, and the task ends once everything is out, so an idle session holds none.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from gateway.core.events import ServerEvent
 from gateway.core.records import TurnRecord
 from gateway.core.replay import LoggedEvent
 from gateway.errors import Fenced, StoreError
+from gateway.flag import Flag
 from gateway.stores.base import SessionStore
 
 log = logging.getLogger("gateway.pipeline")
@@ -69,6 +74,7 @@ class Pipeline:
         *,
         snapshot: Callable[[], bytes],
         dispatch: Callable[[object], None],
+        wake: Callable[[], None],
         clock: Callable[[], float],
         trim_to: int,
         policy: StorePolicy | None = None,
@@ -78,6 +84,7 @@ class Pipeline:
         self._store = store
         self._snapshot = snapshot
         self._dispatch = dispatch
+        self._wake = wake
         self._clock = clock
         self._trim_to = trim_to
         self._policy = policy or StorePolicy()
@@ -86,9 +93,7 @@ class Pipeline:
         self._turns: dict[str, TurnRecord] = {}
         self._state_dirty = False
         self._unstored = 0
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._room = Flag(True)
         self._finishing = False
         #: The newest ``seq`` when the stored log was last trimmed.
         self._trimmed_seq = 0
@@ -105,26 +110,26 @@ class Pipeline:
             self._unstored += 1
             if self._unstored > self._policy.max_backlog:
                 self._room.clear()
-        self._wake.set()
+        self._wake()
 
     def save_turn(self, record: TurnRecord) -> None:
         """Store this turn record with the next commit (the newest one wins)."""
         self._turns[record.turn_id] = record
-        self._wake.set()
+        self._wake()
 
     def mark_state(self) -> None:
         """Store a fresh state snapshot with the next commit."""
         self._state_dirty = True
-        self._wake.set()
+        self._wake()
 
     async def room(self) -> None:
         """Wait until the unstored backlog is within bounds."""
         await self._room.wait()
 
     def finish(self) -> None:
-        """End :meth:`run` once everything pushed so far is stored and dispatched."""
+        """Make :meth:`run` say it is the end once everything is stored and dispatched."""
         self._finishing = True
-        self._wake.set()
+        self._wake()
 
     def discard(self) -> None:
         """Drop everything not yet stored (the runtime gave up on this session)."""
@@ -137,15 +142,13 @@ class Pipeline:
     def _has_work(self) -> bool:
         return bool(self._items or self._turns or self._state_dirty)
 
-    async def run(self) -> None:
-        """Store and dispatch until :meth:`finish`; raises :class:`StoreUnavailable`."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._has_work():
-                await self._flush_once()
-            if self._finishing:
-                return
+    async def run(self) -> bool:
+        """Store and dispatch everything pushed, also while this runs; ``True`` when
+        that was the end (:meth:`finish`). Raises :class:`StoreUnavailable`. Run it on
+        one task at a time: the order of the batches is the order of the calls."""
+        while self._has_work():
+            await self._flush_once()
+        return self._finishing
 
     async def _flush_once(self) -> None:
         # The batch and the snapshot are taken in one step, so the stored state

@@ -52,6 +52,7 @@ from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
 from gateway.core.state import encode_state
 from gateway.errors import Fenced, ProviderError, RuntimeStopped
+from gateway.flag import Flag
 from gateway.generation import ProviderPolicy, generate
 from gateway.lifecycle import RUNTIME_TRANSITIONS, Lifecycle, RuntimeState
 from gateway.pipeline import Outgoing, Pipeline, StorePolicy, StoreUnavailable
@@ -160,23 +161,24 @@ class SessionRuntime:
             store,
             snapshot=lambda: encode_state(self.session.state()),
             dispatch=self._dispatch,
+            wake=self._wake_pipeline,
             clock=clock,
             trim_to=replay.capacity,
             policy=store_policy,
             rng=self._random,
         )
         self._generations: dict[str, asyncio.Task[None]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._done = asyncio.Event()
+        self._idle = Flag(True)
+        self._done = Flag()
         self._delivered_seq = replay.last_seq or session.seq
         #: The attached client (``None`` while detached).
         self._client: ClientSink | None = None
         #: The attached client once its ``session.ready`` went out: live events go to it.
         self._greeted: ClientSink | None = None
         self._grace: asyncio.TimerHandle | None = None
+        #: The task that runs the pipeline while it has work (``None`` while it has none).
+        self._pipe: asyncio.Task[None] | None = None
         self._arm_grace()  # born detached: a runtime nobody attaches to stops by itself
-        self._pipe = self._tasks.spawn(self._run_pipeline(), name=f"pipeline:{session.id}")
 
     # --- state -------------------------------------------------------------------
 
@@ -372,9 +374,14 @@ class SessionRuntime:
 
     # --- the pipeline ------------------------------------------------------------
 
+    def _wake_pipeline(self) -> None:
+        """The pipeline has work: run it on a task unless one is at it (or it is over)."""
+        if self._pipe is None and self._life.state is not RuntimeState.STOPPED:
+            self._pipe = self._tasks.spawn(self._run_pipeline(), name=f"pipeline:{self.session.id}")
+
     async def _run_pipeline(self) -> None:
         try:
-            await self._pipeline.run()
+            ended = await self._pipeline.run()
         except Fenced:
             log.warning("session=%s was taken over by another instance: stopping", self.session.id)
             self._give_up(CloseCode.TAKEN_OVER, "another connection resumed this session")
@@ -387,7 +394,9 @@ class SessionRuntime:
             )
             self._give_up(CloseCode.INTERNAL_ERROR, "session store unavailable; resume later")
             return
-        self._finish()
+        self._pipe = None  # nothing is left: whatever comes next wakes a new task
+        if ended:
+            self._finish()
 
     def _dispatch(self, item: object) -> None:
         match item:
@@ -461,7 +470,7 @@ class SessionRuntime:
         self._pipeline.discard()
         if not self.stopping:
             self._enter(RuntimeState.STOPPING)
-        if self._pipe is not asyncio.current_task():
+        if self._pipe is not None and self._pipe is not asyncio.current_task():
             self._pipe.cancel()
         self._finish()
 

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +54,9 @@ from gateway.tools.webhook import ToolRunner
 __all__ = ["ManagerConfig", "ResumeRefused", "SessionManager", "TooManySessions"]
 
 log = logging.getLogger("gateway.sessions")
+
+#: Sessions read per store call when counting a caller's sessions.
+_COUNT_PAGE = 64
 
 
 def new_session_id() -> str:
@@ -117,6 +121,8 @@ class SessionManager:
         self._cluster: Cluster = cluster or LocalCluster(store)
         self._relays: set[Relay] = set()
         self._placement = Ownership(self._cluster, store, self._live, handover_s=config.handover_s)
+        #: The back-off jitter of every runtime: one generator, not 2.5 KiB of state each.
+        self._random = random.Random()
 
     def __len__(self) -> int:
         return len(self._live)
@@ -133,8 +139,7 @@ class SessionManager:
         """
         if principal is not None:
             limit = self._config.max_sessions_per_principal
-            owned = await self._store.list_sessions(limit=limit, principal=principal)
-            if len(owned) >= limit:
+            if await self._owned(principal, limit) >= limit:
                 raise TooManySessions(f"at most {limit} sessions per caller; delete some")
         session_id, token = new_session_id(), new_resume_token()
         now = self._clock()
@@ -142,6 +147,21 @@ class SessionManager:
         meta = SessionMeta(session_id, hash_token(token), principal, now, now)
         await self._store.create(meta, encode_state(state))
         return session_id, token, now
+
+    async def _owned(self, principal: str, limit: int) -> int:
+        """The sessions ``principal`` has stored, counted up to ``limit``, a page at a
+        time: listing up to ``limit`` at once was a transient of that many rows for
+        every session opened, and the heap kept its peak (16 KiB of RSS per idle
+        session with 1000 sessions of one caller open)."""
+        count, before = 0, None
+        while count < limit:
+            want = min(_COUNT_PAGE, limit - count)
+            page = await self._store.list_sessions(limit=want, before=before, principal=principal)
+            count += len(page)
+            if len(page) < want:
+                break
+            before = (page[-1].created_at, page[-1].session_id)
+        return count
 
     async def start(
         self, client: ClientSink, *, principal: str | None = None
@@ -215,6 +235,7 @@ class SessionManager:
             on_stopped=lambda _: None,
             policy=self._config.provider,
             store_policy=self._config.store,
+            rng=self._random,
             tools=self._config.tools,
         )
         return runtime
@@ -426,6 +447,7 @@ class SessionManager:
             on_stopped=self._stopped,
             policy=self._config.provider,
             store_policy=self._config.store,
+            rng=self._random,
             tools=self._config.tools,
         )
         self._live[session.id] = runtime

@@ -26,6 +26,12 @@ middleware sees):
   past it the last read is held back and the socket is not read for a while
   (TCP pushes back on the sender); nothing is dropped and nothing grows.
 - **Invalid UTF-8** in a text frame: close 1007, one INFO line, no traceback.
+
+And what an idle WebSocket costs: uvicorn's receive queue (an ``asyncio.Queue``,
+four deques) and write gate (an ``asyncio.Event``) become a list and a
+:class:`~gateway.flag.Flag`, and the upgrade request's and the 101 response's
+headers are dropped once the handshake is done (the ASGI scope keeps its own
+copy): about 7 KiB a socket.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.core.limits import TokenBucket
+from gateway.flag import Flag
 
 log = logging.getLogger("gateway.transport")
 
@@ -239,6 +246,34 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
+class _Inbox:
+    """What uvicorn's WebSocket protocol uses of its ``asyncio.Queue`` (``put_nowait``,
+    ``get``, ``empty``), without the queue's four deques: it rarely holds more than
+    one message, since reading pauses until the app took the last one."""
+
+    __slots__ = ("_items", "_ready")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._ready = Flag()
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.pop(0)
+
+
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with a byte budget in, the 431 that
     ``websockets`` prepares, a quiet 1007 for invalid UTF-8, and a denial response
@@ -250,6 +285,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]  # the calls uvicorn makes of it
+        self.writable = Flag(True)  # type: ignore[assignment]  # set, clear, wait
         rate = float(self.limits.max_in_bytes_per_s)
         self._bytes_in = TokenBucket(rate, int(rate))
         self._throttled = False
@@ -287,7 +324,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+        kind = message["type"]
+        if kind == "websocket.accept" and self.handshake_complete:
+            # Only the handshake read these; websockets' parser keeps the request.
+            self.request.headers.clear()
+            self.response.headers.clear()
+        elif kind == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True  # the denial is the whole answer: nothing is owed
 
     def _release(self) -> None:

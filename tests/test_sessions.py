@@ -11,7 +11,13 @@ from gateway.core.codes import CloseCode
 from gateway.core.replay import LoggedEvent
 from gateway.core.session import SessionConfig
 from gateway.providers.offline import OfflineProvider
-from gateway.sessions import ManagerConfig, ResumeRefused, SessionManager, hash_token
+from gateway.sessions import (
+    ManagerConfig,
+    ResumeRefused,
+    SessionManager,
+    TooManySessions,
+    hash_token,
+)
 from gateway.stores.memory import MemoryStore
 
 
@@ -111,3 +117,26 @@ async def test_keyed_sessions_are_stable_per_platform_key() -> None:
     stored = await store.get(first.session.id)
     assert stored is not None
     assert stored.meta.principal == "platform:twilio"  # gateway.tenants
+
+
+async def test_the_per_caller_limit_counts_across_pages() -> None:
+    # More than one page of the count (gateway.sessions._COUNT_PAGE), and other
+    # callers' sessions in between, which do not count.
+    store = MemoryStore()
+    manager = SessionManager(
+        provider=OfflineProvider(token_delay_s=0),
+        store=store,
+        config=ManagerConfig(
+            SessionConfig(provider="offline", model="m"), max_sessions_per_principal=150
+        ),
+        clock=Clock(),
+    )
+    for i in range(150):
+        await manager.create(principal="alice")
+        if i % 3 == 0:
+            await manager.create(principal="bob")
+    with pytest.raises(TooManySessions, match="at most 150"):
+        await manager.create(principal="alice")
+    await manager.create(principal="bob")
+    await store.delete((await store.list_sessions(limit=1, principal="alice"))[0].session_id)
+    await manager.create(principal="alice")

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
 from gateway.adapters import retell_wire as rw
@@ -58,6 +58,7 @@ from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
 from gateway.runtime import SessionRuntime
 from gateway.settings import Settings
+from gateway.wsroute import SocketRoute
 
 log = logging.getLogger("gateway.adapters.retell")
 
@@ -234,6 +235,6 @@ def routes(settings: Settings) -> list[BaseRoute]:
         )
 
     return [
-        WebSocketRoute("/retell/{call_id}", endpoint),
-        WebSocketRoute("/retell/{secret}/{call_id}", endpoint),
+        SocketRoute("/retell/{call_id}", endpoint),
+        SocketRoute("/retell/{secret}/{call_id}", endpoint),
     ]

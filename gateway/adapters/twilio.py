@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
 from gateway.adapters import twilio_wire as tw
@@ -69,6 +69,7 @@ from gateway.core.events import (
 from gateway.core.replay import LoggedEvent
 from gateway.core.wire import WireError
 from gateway.settings import Settings
+from gateway.wsroute import SocketRoute
 
 log = logging.getLogger("gateway.adapters.twilio")
 
@@ -360,4 +361,4 @@ def routes(settings: Settings) -> list[BaseRoute]:
             chunk_mode=settings.twilio_chunking,
         )
 
-    return [WebSocketRoute("/twilio", endpoint)]
+    return [SocketRoute("/twilio", endpoint)]

@@ -44,12 +44,14 @@ class ReplayLog:
         self._capacity = capacity
         self._max_chars = max_chars
         self._chars = 0
-        self._events: deque[LoggedEvent] = deque()
+        #: Made by the first event: a fresh session's log stays empty until its first
+        #: turn, and an empty deque is 760 bytes.
+        self._events: deque[LoggedEvent] | None = None
         for event in events:
             self.append(event)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return 0 if self._events is None else len(self._events)
 
     @property
     def capacity(self) -> int:
@@ -73,14 +75,15 @@ class ReplayLog:
 
     def append(self, event: LoggedEvent) -> None:
         """Add the next event; its ``seq`` must follow the last one."""
-        if self._events and event.seq != self._events[-1].seq + 1:
-            raise ValueError(f"seq {event.seq} does not follow {self._events[-1].seq}")
-        self._events.append(event)
+        events = self._events
+        if events is None:
+            events = self._events = deque()
+        elif events and event.seq != events[-1].seq + 1:
+            raise ValueError(f"seq {event.seq} does not follow {events[-1].seq}")
+        events.append(event)
         self._chars += len(event.data)
-        while len(self._events) > 1 and (
-            len(self._events) > self._capacity or self._chars > self._max_chars
-        ):
-            self._chars -= len(self._events.popleft().data)
+        while len(events) > 1 and (len(events) > self._capacity or self._chars > self._max_chars):
+            self._chars -= len(events.popleft().data)
 
     def since(self, seq: int, upto: int | None = None) -> list[LoggedEvent] | None:
         """Events with ``seq < s <= upto`` (default: all newer), or ``None`` if some
@@ -88,13 +91,13 @@ class ReplayLog:
         upto = self.last_seq if upto is None else min(upto, self.last_seq)
         if seq >= upto:
             return []
-        first = self.first_seq
-        if first is None or seq + 1 < first:
+        events, first = self._events, self.first_seq
+        if events is None or first is None or seq + 1 < first:
             return None
-        return [self._events[i] for i in range(seq + 1 - first, upto + 1 - first)]
+        return [events[i] for i in range(seq + 1 - first, upto + 1 - first)]
 
     def tail(self, n: int) -> list[LoggedEvent]:
         """The newest ``n`` events."""
-        if n <= 0:
+        if n <= 0 or self._events is None:
             return []
         return list(self._events)[-n:]
