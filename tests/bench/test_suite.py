@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_suite_runs_every_section_without_a_failed_turn() -> None:
     tiny = ["--quick", "--sessions", "2", "--turns", "1", "--length", "3", "--idle", "3"]
     unpaced = ["--route-turns", "1", "--tokens-per-s", "0", "--first-ms", "0"]
-    workers = ["--workers-sessions", "6", "--workers-turns", "1", "--workers-model", "bench-t0-f0"]
+    workers = ["--workers-sessions", "16", "--workers-turns", "1", "--workers-model", "bench-t0-f0"]
     run = subprocess.run(
         [sys.executable, "bench/suite.py", *tiny, *unpaced, *workers],
         cwd=ROOT,
@@ -37,11 +37,11 @@ def test_the_suite_runs_every_section_without_a_failed_turn() -> None:
         for row in (line.split(" | ") for line in out.splitlines())
         if row[0] in ("| 1 worker", "| 2 workers")
     }
-    assert by_workers["1 worker"][1] == "6"
+    assert by_workers["1 worker"][1] == "16"
     split = [int(n) for n in by_workers["2 workers"][1].split(" / ")]
     assert len(split) == 2
     assert all(split)  # both workers served sessions
-    assert sum(split) == 6
+    assert sum(split) == 16
     assert all(row[-1].rstrip(" |") == "0" for row in by_workers.values())
-    assert "| throughput on 2 workers vs 1, measured (turns/s) | N=6, Redis | " in out
+    assert "| throughput on 2 workers vs 1, measured (turns/s) | N=16, Redis | " in out
     assert "(projected: " in out
