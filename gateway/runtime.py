@@ -50,7 +50,7 @@ from gateway.core.events import (
 from gateway.core.history import Finish, FunctionCall, Usage
 from gateway.core.replay import LoggedEvent, ReplayLog
 from gateway.core.session import Session
-from gateway.core.state import encode_state
+from gateway.core.state import StateEncoder
 from gateway.errors import Fenced, ProviderError, RuntimeStopped
 from gateway.flag import Flag
 from gateway.generation import ProviderPolicy, generate
@@ -156,10 +156,11 @@ class SessionRuntime:
             f"runtime {session.id}", RuntimeState.DETACHED, RUNTIME_TRANSITIONS
         )
         self._tasks = TaskSet(f"session {session.id}", self._task_failed)
+        encode = StateEncoder()
         self._pipeline = Pipeline(
             session.id,
             store,
-            snapshot=lambda: encode_state(self.session.state()),
+            snapshot=lambda: encode(self.session.state()),
             dispatch=self._dispatch,
             wake=self._wake_pipeline,
             clock=clock,

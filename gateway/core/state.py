@@ -6,7 +6,7 @@ to the client are not part of it: the event log is stored beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -14,7 +14,15 @@ from pydantic import TypeAdapter, ValidationError
 from gateway.core.history import NO_USAGE, GenerationSettings, Message, ToolSpec, Usage
 from gateway.errors import StateError
 
-__all__ = ["LastReply", "OpenTurn", "SessionState", "StateError", "decode_state", "encode_state"]
+__all__ = [
+    "LastReply",
+    "OpenTurn",
+    "SessionState",
+    "StateEncoder",
+    "StateError",
+    "decode_state",
+    "encode_state",
+]
 
 STATE_VERSION = 1
 
@@ -74,6 +82,39 @@ _STATE: TypeAdapter[SessionState] = TypeAdapter(SessionState)
 def encode_state(state: SessionState) -> bytes:
     """The snapshot as JSON bytes."""
     return orjson.dumps(state)
+
+
+class StateEncoder:
+    """:func:`encode_state` for one session's successive snapshots, byte for byte, with
+    the history's JSON kept from one snapshot to the next.
+
+    A session snapshots its state at every turn's start and end, and its history only
+    grows between them (messages appended; an edit or a cut replaces the tuple): so
+    only the messages appended since the last snapshot are encoded, and the rest is
+    spliced in as it was. Encoding a 600-message history whole took about 0.3 ms,
+    twice a turn, and grew with the conversation.
+    """
+
+    __slots__ = ("_encoded", "_messages")
+
+    def __init__(self) -> None:
+        self._messages: tuple[Message, ...] = ()
+        self._encoded = b""  # the messages' JSON objects, comma-separated
+
+    def __call__(self, state: SessionState) -> bytes:
+        history, kept = state.history, self._messages
+        prefix = history[: len(kept)]
+        if len(prefix) == len(kept) and all(a is b for a, b in zip(kept, prefix, strict=True)):
+            added = history[len(kept) :]
+            if added:
+                more = b",".join(orjson.dumps(message) for message in added)
+                self._encoded = self._encoded + b"," + more if self._encoded else more
+        else:
+            self._encoded = b",".join(orjson.dumps(message) for message in history)
+        self._messages = history
+        # A key of the top-level object: inside a JSON string its quotes would be escaped.
+        head = orjson.dumps(replace(state, history=()))
+        return head.replace(b'"history":[]', b'"history":[' + self._encoded + b"]", 1)
 
 
 def decode_state(data: bytes) -> SessionState:

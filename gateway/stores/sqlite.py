@@ -145,7 +145,25 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_0_to_1,)
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """The state blob in a table of its own. In the ``sessions`` row, every commit's
+    ``UPDATE`` (``last_seq``, ``updated_at``) rewrote the whole record, the blob and
+    its overflow pages included: a long conversation's 40–60 KB history was written
+    to the WAL at every chunk, and a turn's store cost grew with the conversation."""
+    conn.execute(
+        """
+        CREATE TABLE states (
+            session_id TEXT PRIMARY KEY NOT NULL
+                REFERENCES sessions (session_id) ON DELETE CASCADE,
+            state BLOB NOT NULL
+        )
+        """
+    )
+    conn.execute("INSERT INTO states (session_id, state) SELECT session_id, state FROM sessions")
+    conn.execute("UPDATE sessions SET state = x''")  # the column stays, empty and unread
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_0_to_1, _migrate_1_to_2)
 """``MIGRATIONS[v]`` moves the schema from ``user_version`` v to v + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -642,23 +660,20 @@ class SqliteStore:
 def _create(conn: sqlite3.Connection, *, meta: SessionMeta, state: bytes) -> None:
     try:
         conn.execute(
-            f"INSERT INTO sessions ({_SESSION_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                meta.session_id,
-                meta.token_hash,
-                meta.principal,
-                meta.created_at,
-                meta.updated_at,
-                state,
-            ),
+            f"INSERT INTO sessions ({_SESSION_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, x'')",
+            (meta.session_id, meta.token_hash, meta.principal, meta.created_at, meta.updated_at),
         )
     except sqlite3.IntegrityError as e:
         raise StoreError(f"session {meta.session_id!r} already exists") from e
+    conn.execute("INSERT INTO states (session_id, state) VALUES (?, ?)", (meta.session_id, state))
 
 
 def _get(conn: sqlite3.Connection, *, session_id: str) -> StoredSession | None:
     row = conn.execute(
-        f"SELECT {_SESSION_COLUMNS}, state FROM sessions WHERE session_id = ?", (session_id,)
+        f"SELECT {', '.join('sessions.' + c for c in _SESSION_COLUMNS.split(', '))}, "
+        "states.state FROM sessions JOIN states USING (session_id) "
+        "WHERE sessions.session_id = ?",
+        (session_id,),
     ).fetchone()
     if row is None:
         return None
@@ -699,12 +714,14 @@ def _commit(
                 "first_chunk_ms = excluded.first_chunk_ms, total_ms = excluded.total_ms",
                 [_turn_row(turn) for turn in turns],
             )
-        if events or state is not None or updated_at is not None:
+        if events or updated_at is not None:
             conn.execute(
-                "UPDATE sessions SET last_seq = ?, state = coalesce(?, state), "
-                "updated_at = coalesce(?, updated_at) WHERE session_id = ?",
-                (last_seq + len(events), state, updated_at, session_id),
+                "UPDATE sessions SET last_seq = ?, updated_at = coalesce(?, updated_at) "
+                "WHERE session_id = ?",
+                (last_seq + len(events), updated_at, session_id),
             )
+        if state is not None:
+            conn.execute("UPDATE states SET state = ? WHERE session_id = ?", (state, session_id))
 
 
 def _read_events(

@@ -127,23 +127,51 @@ async def test_migration_sets_user_version(tmp_path: Path) -> None:
     async with opened(path):
         pass
 
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     assert raw(path, "PRAGMA user_version") == SCHEMA_VERSION
     with closing(sqlite3.connect(path)) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         # (referenced table, ON DELETE action) of every foreign key of turns and events
         fks = {
             (row[2], row[6])
-            for table in ("turns", "events")
+            for table in ("turns", "events", "states")
             for row in conn.execute(f"PRAGMA foreign_key_list({table})")
         }
-    assert {"sessions", "turns", "events", "sessions_by_created", "sessions_by_updated"} <= names
+    assert {"sessions", "states", "turns", "events", "sessions_by_created"} <= names
+    assert "sessions_by_updated" in names
     assert fks == {("sessions", "CASCADE")}
 
     # Reopening finds the schema current and leaves it alone.
     async with opened(path) as store:
         await store.ping()
     assert raw(path, "PRAGMA user_version") == SCHEMA_VERSION
+
+
+async def test_a_version_1_database_keeps_its_sessions_states_and_logs(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        sqlite_module.MIGRATIONS[0](conn)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO sessions (session_id, token_hash, principal, created_at, updated_at, "
+            "last_seq, state) VALUES ('old', 'h', NULL, 1.0, 2.0, 3, x'0102')"
+        )
+        for seq in (1, 2, 3):
+            conn.execute(
+                "INSERT INTO events (session_id, seq, type, turn_id, data) "
+                f"VALUES ('old', {seq}, 'response.tts', 't1', '{{}}')"
+            )
+    async with opened(path) as store:
+        got = await store.get("old")
+        assert got is not None
+        assert (got.state, got.meta.updated_at) == (b"\x01\x02", 2.0)
+        await store.commit("old", events=[event(4, session_id="old")], state=b"new")
+        assert [e.seq for e in await store.read_events("old", 0)] == [1, 2, 3, 4]
+        got = await store.get("old")
+        assert got is not None
+        assert got.state == b"new"
+        assert await store.delete("old")
+    assert raw(path, "SELECT count(*) FROM states") == 0  # deleted with its session
 
 
 def test_migrate_reports_the_version_found() -> None:
@@ -344,7 +372,7 @@ async def held_worker(store: SqliteStore) -> AsyncIterator[threading.Event]:
 
 async def test_a_failing_call_fails_alone_in_its_batch(tmp_path: Path) -> None:
     def write_then_fail(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE sessions SET state = x'ff' WHERE session_id = 'b'")
+        conn.execute("UPDATE states SET state = x'ff' WHERE session_id = 'b'")
         raise ValueError("this call fails after writing")
 
     async with opened(tmp_path / "gw.db") as store:
