@@ -50,7 +50,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,6 +76,11 @@ log = logging.getLogger("gateway.stores.sqlite")
 MAX_BATCH = 256
 #: A commit carrying more bytes than this (events and state) runs on the worker.
 INLINE_MAX_BYTES = 64 * 1024
+#: The state blob is stored in pieces of this many bytes (only changed ones are written).
+STATE_PIECE = 8 * 1024
+#: Bytes of stored states the store remembers (to write only the pieces that changed);
+#: the least recently written go first, and their next snapshot is written whole.
+STATE_CACHE_BYTES = 64 * 1024 * 1024
 #: Inline writes between two checkpoints (which run on the worker thread): about
 #: SQLite's own 1,000-page ``wal_autocheckpoint`` at a few pages a commit.
 CHECKPOINT_EVERY = 250
@@ -146,20 +151,32 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
-    """The state blob in a table of its own. In the ``sessions`` row, every commit's
-    ``UPDATE`` (``last_seq``, ``updated_at``) rewrote the whole record, the blob and
-    its overflow pages included: a long conversation's 40–60 KB history was written
-    to the WAL at every chunk, and a turn's store cost grew with the conversation."""
+    """The state blob out of the ``sessions`` row, in pieces of :data:`STATE_PIECE`
+    bytes. In the row, every commit's ``UPDATE`` (``last_seq``, ``updated_at``)
+    rewrote the whole record, the blob and its overflow pages included; and a long
+    conversation's snapshot (150 KB at 300 turns) was written whole twice a turn,
+    though only its end changes: the store's cost per turn grew with the
+    conversation. Now a snapshot writes only the pieces that differ from the stored
+    ones (see :class:`SqliteStore`)."""
     conn.execute(
         """
-        CREATE TABLE states (
-            session_id TEXT PRIMARY KEY NOT NULL
-                REFERENCES sessions (session_id) ON DELETE CASCADE,
-            state BLOB NOT NULL
-        )
+        CREATE TABLE state_pieces (
+            session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+            piece INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (session_id, piece)
+        ) WITHOUT ROWID
         """
     )
-    conn.execute("INSERT INTO states (session_id, state) SELECT session_id, state FROM sessions")
+    rows = conn.execute("SELECT session_id, state FROM sessions").fetchall()
+    conn.executemany(
+        "INSERT INTO state_pieces (session_id, piece, data) VALUES (?, ?, ?)",
+        [
+            (session_id, index, piece)
+            for session_id, state in rows
+            for index, piece in enumerate(_pieces(bytes(state)))
+        ],
+    )
     conn.execute("UPDATE sessions SET state = x''")  # the column stays, empty and unread
 
 
@@ -245,6 +262,37 @@ def _busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` says another connection holds the lock."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _pieces(state: bytes) -> list[bytes]:
+    """``state`` cut into :data:`STATE_PIECE`-byte pieces (one empty piece for b"")."""
+    return [state[i : i + STATE_PIECE] for i in range(0, len(state), STATE_PIECE)] or [b""]
+
+
+def _changed(old: bytes | None, new: Sequence[bytes]) -> int:
+    """The index of the first piece of ``new`` that differs from the stored state
+    ``old`` (0, all of them, when ``old`` is unknown)."""
+    if old is None:
+        return 0
+    view = memoryview(old)
+    for index, piece in enumerate(new):
+        if view[index * STATE_PIECE : (index + 1) * STATE_PIECE] != piece:
+            return index
+    return len(new)
+
+
+def _write_state(
+    conn: sqlite3.Connection, session_id: str, pieces: Sequence[bytes], first: int
+) -> None:
+    """Store ``pieces[first:]`` and drop stored pieces past the last."""
+    if first < len(pieces):
+        conn.executemany(
+            "INSERT OR REPLACE INTO state_pieces (session_id, piece, data) VALUES (?, ?, ?)",
+            [(session_id, index, pieces[index]) for index in range(first, len(pieces))],
+        )
+    conn.execute(
+        "DELETE FROM state_pieces WHERE session_id = ? AND piece >= ?", (session_id, len(pieces))
+    )
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -440,6 +488,11 @@ class SqliteStore:
         self._inline: sqlite3.Connection | None = None
         self._inline_writes = 0
         self._checkpointing: Future[None] | None = None
+        #: The state this process stored last per session, while no write of it is in
+        #: flight (an LRU of STATE_CACHE_BYTES; on a miss a snapshot is written whole).
+        #: Only this process writes the file (the flock), so it is what the file holds.
+        self._stored: OrderedDict[str, bytes] = OrderedDict()
+        self._stored_bytes = 0
         self._closed = False
         self._lock_fd: int | None = None
         self._lifecycle = asyncio.Lock()  # open and aclose run one at a time
@@ -576,10 +629,27 @@ class SqliteStore:
         self._checkpointing = executor.submit(_checkpoint, conn)
         self._checkpointing.add_done_callback(_log_checkpoint_failure)
 
+    def _remember(self, session_id: str, state: bytes | None) -> None:
+        """``state`` is what is stored for the session now (``None``: not known)."""
+        old = self._stored.pop(session_id, None)
+        if old is not None:
+            self._stored_bytes -= len(old)
+        if state is None:
+            return
+        self._stored[session_id] = state
+        self._stored_bytes += len(state)
+        while self._stored_bytes > STATE_CACHE_BYTES and self._stored:
+            _, dropped = self._stored.popitem(last=False)
+            self._stored_bytes -= len(dropped)
+
     async def create(self, meta: SessionMeta, state: bytes) -> None:
-        await self._run(partial(_create, meta=meta, state=bytes(state)), inline=True)
+        state = bytes(state)
+        self._remember(meta.session_id, None)
+        await self._run(partial(_create, meta=meta, pieces=_pieces(state)), inline=True)
+        self._remember(meta.session_id, state)
 
     async def get(self, session_id: str) -> StoredSession | None:
+        # Not remembered: a commit of this session may be in flight and land first.
         return await self._run(partial(_get, session_id=session_id), inline=True)
 
     async def commit(
@@ -591,19 +661,31 @@ class SqliteStore:
         state: bytes | None = None,
         updated_at: float | None = None,
     ) -> None:
-        size = sum(len(e.data) for e in events) + (0 if state is None else len(state))
+        pieces: list[bytes] | None = None
+        first = 0
+        size = sum(len(e.data) for e in events)
         size += sum(len(t.text) + len(t.user_text or "") for t in turns)
+        if state is not None:
+            state = bytes(state)
+            pieces = _pieces(state)
+            first = _changed(self._stored.get(session_id), pieces)
+            size += sum(len(piece) for piece in pieces[first:])
+            # Until this commit is known to be stored, what is stored is not known.
+            self._remember(session_id, None)
         await self._run(
             partial(
                 _commit,
                 session_id=session_id,
                 events=tuple(events),
                 turns=tuple(turns),
-                state=None if state is None else bytes(state),
+                pieces=pieces,
+                first_piece=first,
                 updated_at=updated_at,
             ),
             inline=size <= INLINE_MAX_BYTES,
         )
+        if state is not None:
+            self._remember(session_id, state)
 
     async def read_events(
         self, session_id: str, after_seq: int, limit: int | None = None
@@ -642,10 +724,14 @@ class SqliteStore:
         )
 
     async def delete(self, session_id: str) -> bool:
+        self._remember(session_id, None)
         return await self._run(partial(_delete, session_id=session_id))
 
     async def expire(self, idle_before: float) -> list[str]:
-        return await self._run(partial(_expire, idle_before=idle_before))
+        expired = await self._run(partial(_expire, idle_before=idle_before))
+        for session_id in expired:
+            self._remember(session_id, None)
+        return expired
 
     async def streaming_sessions(self) -> list[str]:
         return await self._run(_streaming_sessions)
@@ -657,7 +743,7 @@ class SqliteStore:
 # The functions below run on the worker thread, with the store's connection.
 
 
-def _create(conn: sqlite3.Connection, *, meta: SessionMeta, state: bytes) -> None:
+def _create(conn: sqlite3.Connection, *, meta: SessionMeta, pieces: Sequence[bytes]) -> None:
     try:
         conn.execute(
             f"INSERT INTO sessions ({_SESSION_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, x'')",
@@ -665,19 +751,19 @@ def _create(conn: sqlite3.Connection, *, meta: SessionMeta, state: bytes) -> Non
         )
     except sqlite3.IntegrityError as e:
         raise StoreError(f"session {meta.session_id!r} already exists") from e
-    conn.execute("INSERT INTO states (session_id, state) VALUES (?, ?)", (meta.session_id, state))
+    _write_state(conn, meta.session_id, pieces, 0)
 
 
 def _get(conn: sqlite3.Connection, *, session_id: str) -> StoredSession | None:
     row = conn.execute(
-        f"SELECT {', '.join('sessions.' + c for c in _SESSION_COLUMNS.split(', '))}, "
-        "states.state FROM sessions JOIN states USING (session_id) "
-        "WHERE sessions.session_id = ?",
-        (session_id,),
+        f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
     ).fetchone()
     if row is None:
         return None
-    return StoredSession(meta=_meta(row), state=bytes(row[5]))
+    pieces = conn.execute(
+        "SELECT data FROM state_pieces WHERE session_id = ? ORDER BY piece", (session_id,)
+    ).fetchall()
+    return StoredSession(meta=_meta(row), state=b"".join(bytes(p[0]) for p in pieces))
 
 
 def _commit(
@@ -686,7 +772,8 @@ def _commit(
     session_id: str,
     events: tuple[StoredEvent, ...],
     turns: tuple[TurnRecord, ...],
-    state: bytes | None,
+    pieces: Sequence[bytes] | None,
+    first_piece: int,
     updated_at: float | None,
 ) -> None:
     with _transaction(conn):
@@ -720,8 +807,8 @@ def _commit(
                 "WHERE session_id = ?",
                 (last_seq + len(events), updated_at, session_id),
             )
-        if state is not None:
-            conn.execute("UPDATE states SET state = ? WHERE session_id = ?", (state, session_id))
+        if pieces is not None:
+            _write_state(conn, session_id, pieces, first_piece)
 
 
 def _read_events(

@@ -134,10 +134,10 @@ async def test_migration_sets_user_version(tmp_path: Path) -> None:
         # (referenced table, ON DELETE action) of every foreign key of turns and events
         fks = {
             (row[2], row[6])
-            for table in ("turns", "events", "states")
+            for table in ("turns", "events", "state_pieces")
             for row in conn.execute(f"PRAGMA foreign_key_list({table})")
         }
-    assert {"sessions", "states", "turns", "events", "sessions_by_created"} <= names
+    assert {"sessions", "state_pieces", "turns", "events", "sessions_by_created"} <= names
     assert "sessions_by_updated" in names
     assert fks == {("sessions", "CASCADE")}
 
@@ -171,7 +171,7 @@ async def test_a_version_1_database_keeps_its_sessions_states_and_logs(tmp_path:
         assert got is not None
         assert got.state == b"new"
         assert await store.delete("old")
-    assert raw(path, "SELECT count(*) FROM states") == 0  # deleted with its session
+    assert raw(path, "SELECT count(*) FROM state_pieces") == 0  # deleted with its session
 
 
 def test_migrate_reports_the_version_found() -> None:
@@ -372,7 +372,7 @@ async def held_worker(store: SqliteStore) -> AsyncIterator[threading.Event]:
 
 async def test_a_failing_call_fails_alone_in_its_batch(tmp_path: Path) -> None:
     def write_then_fail(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE states SET state = x'ff' WHERE session_id = 'b'")
+        conn.execute("UPDATE state_pieces SET data = x'ff' WHERE session_id = 'b'")
         raise ValueError("this call fails after writing")
 
     async with opened(tmp_path / "gw.db") as store:
@@ -705,3 +705,98 @@ async def test_in_memory_sqlite_url_works() -> None:
         assert await store.read_events("s", 0) == events(1, 2)
     finally:
         await store.aclose()
+
+
+# State pieces --------------------------------------------------------------------------
+
+state_edits = st.lists(
+    st.one_of(
+        st.binary(max_size=40_000),  # anything
+        st.tuples(st.just("append"), st.binary(max_size=9_000)),
+        st.tuples(st.just("cut"), st.integers(min_value=0, max_value=20_000)),
+        st.tuples(st.just("flip"), st.integers(min_value=0, max_value=40_000)),
+        st.just("reopen"),
+        st.just("fail"),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits=state_edits)
+def test_the_stored_state_is_always_the_last_committed_one(
+    tmp_path: Path, edits: list[Any]
+) -> None:
+    """Only the pieces that changed are written: whatever the edits, a failed commit
+    or a reopened store in between, the state read back is the last one committed."""
+
+    async def play() -> None:
+        path = tmp_path / f"pieces-{abs(hash(repr(edits)))}.db"
+        path.unlink(missing_ok=True)
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            current = b"\x00" * 10_000
+            await store.create(meta("s"), current)
+            seq = 0
+            for edit in edits:
+                if edit == "reopen":
+                    await store.aclose()
+                    store = SqliteStore(path)
+                    await store.open()
+                    continue
+                if edit == "fail":  # a seq gap: refused, nothing of it stored
+                    with pytest.raises(StoreError):
+                        await store.commit("s", events=[event(seq + 5)], state=b"lost")
+                    continue
+                if isinstance(edit, bytes):
+                    new = edit
+                elif edit[0] == "append":
+                    new = current + edit[1]
+                elif edit[0] == "cut":
+                    new = current[: edit[1]]
+                else:
+                    at = min(edit[1], max(len(current) - 1, 0))
+                    new = current[:at] + b"\xff" + current[at + 1 :] if current else b"\xff"
+                seq += 1
+                await store.commit("s", events=[event(seq)], state=new)
+                current = new
+                got = await store.get("s")
+                assert got is not None
+                assert got.state == current
+        finally:
+            await store.aclose()
+        async with opened(path) as reopened:
+            got = await reopened.get("s")
+            assert got is not None
+            assert got.state == current
+
+    asyncio.run(play())
+
+
+async def test_a_grown_state_writes_only_its_changed_pieces(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    piece = sqlite_module.STATE_PIECE
+    async with opened(path) as store:
+        state = bytes(range(256)) * (20 * piece // 256)  # 20 pieces
+        await store.create(meta("s"), state)
+        before = raw(path, "SELECT count(*) FROM state_pieces")
+        writes: list[int] = []
+        original = sqlite_module._write_state
+
+        def counting(conn: sqlite3.Connection, sid: str, pieces: Any, first: int) -> None:
+            writes.append(len(pieces) - first)
+            original(conn, sid, pieces, first)
+
+        sqlite_module._write_state = counting  # type: ignore[assignment]
+        try:
+            await store.commit("s", events=[event(1)], state=state + b"more")
+        finally:
+            sqlite_module._write_state = original  # type: ignore[assignment]
+        assert before == 20
+        assert writes == [1]  # the last piece, which gained the new bytes
+        got = await store.get("s")
+        assert got is not None
+        assert got.state == state + b"more"
