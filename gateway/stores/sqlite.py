@@ -274,9 +274,8 @@ def _changed(old: bytes | None, new: Sequence[bytes]) -> int:
     ``old`` (0, all of them, when ``old`` is unknown)."""
     if old is None:
         return 0
-    view = memoryview(old)
-    for index, piece in enumerate(new):
-        if view[index * STATE_PIECE : (index + 1) * STATE_PIECE] != piece:
+    for index, piece in enumerate(new):  # bytes slices compare with memcmp; memoryviews do not
+        if old[index * STATE_PIECE : (index + 1) * STATE_PIECE] != piece:
             return index
     return len(new)
 
