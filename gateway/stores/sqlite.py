@@ -642,10 +642,10 @@ class SqliteStore:
             self._stored_bytes -= len(dropped)
 
     async def create(self, meta: SessionMeta, state: bytes) -> None:
-        state = bytes(state)
+        # Not remembered: an idle session would hold its state twice; its first
+        # snapshot is written whole (it is small then).
         self._remember(meta.session_id, None)
-        await self._run(partial(_create, meta=meta, pieces=_pieces(state)), inline=True)
-        self._remember(meta.session_id, state)
+        await self._run(partial(_create, meta=meta, pieces=_pieces(bytes(state))), inline=True)
 
     async def get(self, session_id: str) -> StoredSession | None:
         # Not remembered: a commit of this session may be in flight and land first.

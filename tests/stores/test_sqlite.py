@@ -781,7 +781,8 @@ async def test_a_grown_state_writes_only_its_changed_pieces(tmp_path: Path) -> N
     piece = sqlite_module.STATE_PIECE
     async with opened(path) as store:
         state = bytes(range(256)) * (20 * piece // 256)  # 20 pieces
-        await store.create(meta("s"), state)
+        await store.create(meta("s"), b"{}")
+        await store.commit("s", state=state)  # written whole: not known before
         before = raw(path, "SELECT count(*) FROM state_pieces")
         writes: list[int] = []
         original = sqlite_module._write_state
