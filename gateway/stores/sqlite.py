@@ -358,7 +358,6 @@ class _Batches:
         self._queue: deque[_Call] = deque()
         self._lock = threading.Lock()
         self._draining = False
-        self._drain_future: Future[None] | None = None
 
     def submit(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         """Queue ``fn(connection)``; the future resolves once its batch committed."""
@@ -368,8 +367,9 @@ class _Batches:
             if self._draining:
                 return future
             self._draining = True
-        self._drain_future = self._executor.submit(self._drain)
-        self._drain_future.add_done_callback(_log_drain_failure)
+        self._executor.submit(self._drain).add_done_callback(
+            partial(_log_failure, logging.ERROR, "the SQLite worker stopped: %r")
+        )
         return future
 
     @property
@@ -454,14 +454,10 @@ def _set_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
-def _log_drain_failure(drain: Future[None]) -> None:
-    if not drain.cancelled() and (exc := drain.exception()) is not None:
-        log.error("the SQLite worker stopped: %r", exc)
-
-
-def _log_checkpoint_failure(checkpoint: Future[None]) -> None:
-    if not checkpoint.cancelled() and (exc := checkpoint.exception()) is not None:
-        log.warning("SQLite checkpoint failed (the next one retries): %s", exc)
+def _log_failure(level: int, message: str, done: Future[None]) -> None:
+    """Log what a job submitted to the worker raised (it is not awaited)."""
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.log(level, message, exc)
 
 
 class SqliteStore:
@@ -626,7 +622,9 @@ class SqliteStore:
         self._inline_writes = 0
         # Kept (and awaited by aclose through the executor's order); failures logged.
         self._checkpointing = executor.submit(_checkpoint, conn)
-        self._checkpointing.add_done_callback(_log_checkpoint_failure)
+        self._checkpointing.add_done_callback(
+            partial(_log_failure, logging.WARNING, "SQLite checkpoint failed (retried later): %s")
+        )
 
     def _remember(self, session_id: str, state: bytes | None) -> None:
         """``state`` is what is stored for the session now (``None``: not known)."""
