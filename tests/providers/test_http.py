@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from gateway.providers.http import POOL_LIMITS, ShardedTransport
+from gateway.providers.http import POOL_LIMITS, ShardedTransport, sharded_transport
 from tests.support.servers import RunningServer, running
 
 
@@ -99,3 +100,29 @@ async def test_a_response_closed_early_or_a_failed_request_gives_its_slot_back(
 def test_a_shard_holds_at_least_one_request() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         sharded(0)
+
+
+async def test_the_pools_share_one_tls_context_made_with_the_transport(
+    streams: tuple[Streams, RunningServer],
+) -> None:
+    # A context per pool loads the CA bundle on the event loop (~35 ms) whenever load
+    # opens a new pool; the providers' transport makes one up front and shares it.
+    server, running_server = streams
+    tls = ssl.create_default_context()
+    transport = sharded_transport(tls, shard_size=1)
+    async with httpx2.AsyncClient(transport=transport, base_url=running_server.http_url) as http:
+
+        async def one() -> bytes:
+            async with http.stream("GET", "/stream") as response:
+                return b"".join([part async for part in response.aiter_bytes()])
+
+        calls = [asyncio.ensure_future(one()) for _ in range(3)]
+        for _ in range(200):
+            if sum(transport.in_flight()) == 3:
+                break
+            await asyncio.sleep(0.01)
+        server.release.set()
+        assert await asyncio.gather(*calls) == [b"first\nlast\n"] * 3
+        assert transport.pools == 3
+        contexts = {id(shard.transport._pool._ssl_context) for shard in transport._shards}
+        assert contexts == {id(tls)}
