@@ -19,9 +19,18 @@ those two steps:
 - The history becomes REST ``contents`` directly: one small dict per message, no
   validation (the text of a :class:`~gateway.core.history.Message` is already a
   ``str``); function calls and results become ``functionCall`` / ``functionResponse``
-  parts. The whole request is then encoded once, in C, by the SDK's ``json.dumps``.
-- Each streamed piece's JSON is read with orjson into a :class:`Piece` (text parts
-  and ``functionCall`` parts, in order).
+  parts. The request is encoded once, by orjson, and handed to the SDK as bytes
+  (``BaseApiClient._build_request`` then ``_async_request``, what
+  ``async_request_streamed`` calls; the SDK sends bytes as they are).
+- The streamed body is read here rather than through the SDK's iterator, which reads
+  each SSE event with ``json.loads``, encodes it back with ``json.dumps`` to look for
+  an error object, and hands the string on through four nested async generators.
+  Lines are split by the SDK's own ``_SseLineDecoder`` (CR, LF or CRLF only) and
+  ``data:`` events joined as the SDK joins them; each event is read once, with orjson,
+  into a :class:`Piece` (text parts and ``functionCall`` parts, in order); an error
+  object raises through the SDK's ``APIError.raise_error_async``, as the SDK does.
+  Lines outside ``data:`` (an error sent as bare JSON) go through the SDK's
+  ``_RawJsonLineBuffer``.
 
 Checked against google-genai 3.6 (``pyproject.toml`` pins the range);
 ``tests/providers/test_gemini_rest.py`` sends the same requests through both paths and
@@ -36,9 +45,10 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import httpx2
 import orjson
 from google import genai
-from google.genai import _common, models, types
+from google.genai import _api_client, _common, errors, models, types
 
 from gateway.core.history import FunctionCall, Message
 
@@ -254,6 +264,80 @@ class RestStream:
         or an error object in the stream, its transport's exceptions on a broken
         connection, and :class:`MalformedPiece`."""
         path, body = self.body(contents, key, make_config)
-        responses = await self._api.async_request_streamed("post", path, body, None)
-        async for response in responses:
-            yield parse_piece(response.body or "{}")
+        request = self._api._build_request("post", path, {}, None)
+        request.data = orjson.dumps(body)
+        response = await self._api._async_request(http_request=request, stream=True)
+        raw = response.response_stream
+        if not isinstance(raw, httpx2.Response):  # the provider hands the SDK httpx2 clients
+            raise TypeError(f"the SDK streamed through {type(raw).__name__}, not httpx2")
+        events = SseEvents()
+        try:
+            async for chunk in raw.aiter_bytes():
+                for event in events.feed(chunk):
+                    yield await _read_event(event, response)
+            for event in events.close():
+                yield await _read_event(event, response)
+        finally:
+            await raw.aclose()
+
+
+async def _read_event(event: str, response: _api_client.HttpResponse) -> Piece:
+    """One event's piece; an error object raises the SDK's error for it."""
+    try:
+        data = orjson.loads(event)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedPiece("a streamed piece is not JSON") from exc
+    if isinstance(data, dict) and "error" in data:
+        error = data["error"]
+        code = error.get("code") if isinstance(error, dict) else None
+        # An error object without a numeric code is an APIError of code 0.
+        await errors.APIError.raise_error_async(
+            code if isinstance(code, int) else 0, data, response
+        )
+    try:
+        return _piece(data)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        raise MalformedPiece("a streamed piece is not shaped like a response") from exc
+
+
+class SseEvents:
+    """The events of a ``streamGenerateContent?alt=sse`` body, split as the SDK splits
+    them: ``data:`` lines joined until a blank line, other lines buffered as raw JSON
+    until their braces balance."""
+
+    __slots__ = ("_data", "_lines", "_raw")
+
+    def __init__(self) -> None:
+        self._lines = _api_client._SseLineDecoder()
+        self._raw = _api_client._RawJsonLineBuffer()
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The events that ``chunk`` completes."""
+        return self._events(self._lines.decode(chunk))
+
+    def close(self) -> list[str]:
+        """The events left when the body ends."""
+        out = self._events(self._lines.flush())
+        remaining = self._raw.flush()
+        if remaining:
+            out.append(remaining)
+        if self._data:
+            out.append("\n".join(self._data))
+            self._data = []
+        return out
+
+    def _events(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    out.append("\n".join(self._data))
+                    self._data = []
+            elif line.startswith("data: "):
+                self._data.append(line[6:])
+            else:
+                chunk = self._raw.add_line(line)
+                if chunk is not None:
+                    out.append(chunk)
+        return out

@@ -15,8 +15,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2
 import pytest
 from google import genai
+from google.genai import _api_client
 from google.genai import errors as genai_errors
 from google.genai import types
 
@@ -25,6 +27,7 @@ from gateway.providers.gemini_rest import (
     MalformedPiece,
     Piece,
     RestStream,
+    SseEvents,
     parse_piece,
     rest_contents,
 )
@@ -361,3 +364,27 @@ def test_building_a_long_history_is_cheap() -> None:
     for _ in range(10):
         rest_contents(history)
     assert (time.perf_counter() - start) / 10 < 0.05
+
+
+SSE_BODY = (
+    b'data: {"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}\r\n\r\n'
+    b'data: {"candidates": [{"content": {"parts": [{"text": "lo \xe2\x80\xa8 there"}]}}]}\n\n'
+    b'data: {"a":\ndata: 1}\n\n'
+    b'{"error": {\n  "code": 503,\n  "message": "a {brace} inside",\n  "status": "UNAVAILABLE"\n}}\n'
+    b'data: {"last": true}'
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, len(SSE_BODY)])
+def test_events_split_as_the_sdk_splits_them(size: int) -> None:
+    """The body's events come out as the SDK's own iterator yields them, however the
+    bytes are cut (CRLF, a U+2028 inside a string, a multi-line data event, an error
+    as bare JSON lines, a last event with no blank line after it)."""
+    theirs = list(
+        _api_client.HttpResponse({}, httpx2.Response(200, content=SSE_BODY))._iter_response_stream()
+    )
+    events = SseEvents()
+    mine = [e for i in range(0, len(SSE_BODY), size) for e in events.feed(SSE_BODY[i : i + size])]
+    mine += events.close()
+    assert mine == theirs
+    assert len(mine) == 5
