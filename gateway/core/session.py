@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import orjson
 
@@ -88,6 +89,8 @@ from gateway.core.state import STATE_VERSION, LastReply, OpenTurn, SessionState
 from gateway.core.tools import CONTROL_TOOLS
 
 _CONTROL_NAMES = frozenset(CONTROL_TOOLS)
+#: A message's text (the history's size is summed with it in C, per user message).
+_TEXT = attrgetter("text")
 
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 #: Control characters (but tab and newline) never reach the model.
@@ -798,7 +801,7 @@ class Session:
             return
         if not self._within_budget():
             return
-        held = sum(len(m.text) for m in self._history)
+        held = sum(map(len, map(_TEXT, self._history)))
         if held + len(text) > self._config.max_session_chars:
             self.reject(
                 ErrorCode.SESSION_FULL,

@@ -103,8 +103,9 @@ class StateEncoder:
 
     def __call__(self, state: SessionState) -> bytes:
         history, kept = state.history, self._messages
-        prefix = history[: len(kept)]
-        if len(prefix) == len(kept) and all(a is b for a, b in zip(kept, prefix, strict=True)):
+        # Tuple equality tests each element for identity first, in C: a history that
+        # only grew compares as fast as a memcmp, and an equal message encodes equally.
+        if history[: len(kept)] == kept:
             added = history[len(kept) :]
             if added:
                 more = b",".join(orjson.dumps(message) for message in added)
