@@ -19,7 +19,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -36,14 +35,11 @@ QUEUE_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 WINDOW_S = 30 * 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class RecentTurn:
-    """One ended turn, as the status page needs it."""
-
-    at: float
-    route: str
-    status: str
-    first_chunk_s: float | None
+#: One ended turn, as the status page needs it: when it ended, its route, its status
+#: and its first chunk's latency in seconds. A plain tuple of strings and numbers, which
+#: CPython's cyclic collector stops tracking: the last 20,000 turns are not walked by
+#: every full collection, as instances of a class would be.
+RecentTurn = tuple[float, str, str, float | None]
 
 
 class _LiveSessions(Collector):
@@ -191,8 +187,8 @@ class GatewayMetrics:
             self.turn_duration.labels(route).observe(total_ms / 1000)
         now = self._clock()
         chunk_s = None if first_chunk_ms is None else first_chunk_ms / 1000
-        self.recent.append(RecentTurn(now, route, status, chunk_s))
-        while self.recent and self.recent[0].at < now - WINDOW_S:
+        self.recent.append((now, route, status, chunk_s))
+        while self.recent and self.recent[0][0] < now - WINDOW_S:
             self.recent.popleft()
 
     def status(self, *, minutes: int = 30) -> dict[str, object]:
@@ -202,17 +198,17 @@ class GatewayMetrics:
         start = math.floor(now / 60) * 60 - (minutes - 1) * 60
         buckets: list[list[RecentTurn]] = [[] for _ in range(minutes)]
         for turn in self.recent:
-            index = int((turn.at - start) // 60)
+            index = int((turn[0] - start) // 60)
             if 0 <= index < minutes:
                 buckets[index].append(turn)
         series = []
         for index, turns in enumerate(buckets):
-            latencies = sorted(t.first_chunk_s for t in turns if t.first_chunk_s is not None)
+            latencies = sorted(t[3] for t in turns if t[3] is not None)
             series.append(
                 {
                     "minute": start + index * 60,
                     "turns": len(turns),
-                    "failed": sum(t.status == "failed" for t in turns),
+                    "failed": sum(t[2] == "failed" for t in turns),
                     "first_chunk_p50_s": percentile(latencies, 50),
                     "first_chunk_p90_s": percentile(latencies, 90),
                     "first_chunk_p99_s": percentile(latencies, 99),
@@ -228,7 +224,7 @@ class GatewayMetrics:
             "live_sessions": self._live_sessions(),
             "connections": connections,
             # A rolling 60 s, not the current clock minute (empty just after :00).
-            "turns_last_minute": sum(turn.at >= now - 60 for turn in self.recent),
+            "turns_last_minute": sum(turn[0] >= now - 60 for turn in self.recent),
             "minutes": series,
         }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from gateway.core.replay import LoggedEvent, ReplayLog
@@ -61,3 +63,17 @@ def test_the_log_holds_no_more_than_max_chars_of_json() -> None:
     assert (len(log), log.first_seq, log.chars) == (1, 101, 50_000)
     restored = ReplayLog(1024, [big(i, 3_000) for i in range(1, 11)], max_chars=10_000)
     assert restored.first_seq == 8
+
+
+def test_the_logged_events_are_not_walked_by_the_cyclic_collector() -> None:
+    """A full collection pauses every session's event loop for each object it tracks:
+    the log's events must not be such objects (it made them untracked tuples)."""
+    log = ReplayLog(capacity=2000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for seq in range(1, 1001):
+        log.append(LoggedEvent(seq, "response.chunk", f"t{seq}", f'{{"seq":{seq}}}'))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50
+    assert [e.seq for e in log.since(998) or []] == [999, 1000]
+    assert log.tail(1) == [LoggedEvent(1000, "response.chunk", "t1000", '{"seq":1000}')]
