@@ -41,6 +41,8 @@ WINDOW_S = 30 * 60.0
 #: every full collection, as instances of a class would be.
 RecentTurn = tuple[float, str, str, float | None]
 
+_TurnChildren = tuple[Counter, Histogram, Histogram, Histogram]
+
 
 class _LiveSessions(Collector):
     """``gateway_live_sessions``, read from the session manager at scrape time."""
@@ -65,6 +67,8 @@ class GatewayMetrics:
         self._clock = clock
         self._live_sessions: Callable[[], int] = lambda: 0
         self.recent: deque[RecentTurn] = deque(maxlen=20_000)
+        # Routes and statuses are a few fixed names each, so this stays small.
+        self._turn_cache: dict[tuple[str, str], _TurnChildren] = {}
         r = self.registry
         self.connections = Gauge(
             "gateway_connections", "Open WebSocket connections.", ["route"], registry=r
@@ -178,18 +182,33 @@ class GatewayMetrics:
         total_ms: float | None,
     ) -> None:
         """One turn's end marker (``response.end``) was stored."""
-        self.turns.labels(route, status).inc()
+        turns, first_token, first_chunk, duration = self._turn_children(route, status)
+        turns.inc()
         if first_token_ms is not None:
-            self.first_token.labels(route).observe(first_token_ms / 1000)
+            first_token.observe(first_token_ms / 1000)
         if first_chunk_ms is not None:
-            self.first_chunk.labels(route).observe(first_chunk_ms / 1000)
+            first_chunk.observe(first_chunk_ms / 1000)
         if total_ms is not None:
-            self.turn_duration.labels(route).observe(total_ms / 1000)
+            duration.observe(total_ms / 1000)
         now = self._clock()
         chunk_s = None if first_chunk_ms is None else first_chunk_ms / 1000
         self.recent.append((now, route, status, chunk_s))
         while self.recent and self.recent[0][0] < now - WINDOW_S:
             self.recent.popleft()
+
+    def _turn_children(self, route: str, status: str) -> _TurnChildren:
+        """The labelled children a turn's end updates, looked up once per route and
+        status (``labels()`` takes a lock and builds a key on every call)."""
+        key = (route, status)
+        children = self._turn_cache.get(key)
+        if children is None:
+            children = self._turn_cache[key] = (
+                self.turns.labels(route, status),
+                self.first_token.labels(route),
+                self.first_chunk.labels(route),
+                self.turn_duration.labels(route),
+            )
+        return children
 
     def status(self, *, minutes: int = 30) -> dict[str, object]:
         """What ``/status.json`` shows: live counts, and per minute for the last
