@@ -138,31 +138,36 @@ async def _stream(
     iterator = aiter(stream)
     limit = policy.first_token_timeout_s
     finish: Finish | None = None
+    loop = asyncio.get_running_loop()
     try:
-        while True:
-            try:
-                async with asyncio.timeout(limit):
+        # One timeout for the whole stream, moved before each wait and lifted after
+        # it, rather than a new one (an object, a timer and a context) per piece.
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                deadline.reschedule(loop.time() + limit)
+                try:
                     item = await anext(iterator)
-            except StopAsyncIteration:
-                return finish
-            except TimeoutError as exc:
-                what = "first text" if limit == policy.first_token_timeout_s else "next text"
-                raise ProviderError(
-                    f"the model sent no {what} within {limit:g} s", code="timeout", retryable=True
-                ) from exc
-            if isinstance(item, Usage):
-                sink.usage(turn_id, item)
-                continue
-            if isinstance(item, Finish):
-                finish = item
-                continue
-            limit = policy.token_timeout_s
-            if isinstance(item, FunctionCall):
-                sink.call(turn_id, item)
+                except StopAsyncIteration:
+                    return finish
+                deadline.reschedule(None)
+                if isinstance(item, Usage):
+                    sink.usage(turn_id, item)
+                    continue
+                if isinstance(item, Finish):
+                    finish = item
+                    continue
+                limit = policy.token_timeout_s
+                if isinstance(item, FunctionCall):
+                    sink.call(turn_id, item)
+                    await sink.room()
+                    continue
+                sink.delta(turn_id, item)
                 await sink.room()
-                continue
-            sink.delta(turn_id, item)
-            await sink.room()
+    except TimeoutError as exc:  # the wait's, or one the provider raised in it
+        what = "first text" if limit == policy.first_token_timeout_s else "next text"
+        raise ProviderError(
+            f"the model sent no {what} within {limit:g} s", code="timeout", retryable=True
+        ) from exc
     finally:
         await _aclose(stream)
 
