@@ -18,9 +18,8 @@ from typing import Any
 import httpx2
 import pytest
 from google import genai
-from google.genai import _api_client
+from google.genai import _api_client, types
 from google.genai import errors as genai_errors
-from google.genai import types
 
 from gateway.core.history import FunctionCall, Message
 from gateway.providers.gemini_rest import (
@@ -370,7 +369,8 @@ SSE_BODY = (
     b'data: {"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}\r\n\r\n'
     b'data: {"candidates": [{"content": {"parts": [{"text": "lo \xe2\x80\xa8 there"}]}}]}\n\n'
     b'data: {"a":\ndata: 1}\n\n'
-    b'{"error": {\n  "code": 503,\n  "message": "a {brace} inside",\n  "status": "UNAVAILABLE"\n}}\n'
+    b'{"error": {\n  "code": 503,\n  "message": "a {brace} inside",\n'
+    b'  "status": "UNAVAILABLE"\n}}\n'
     b'data: {"last": true}'
 )
 
