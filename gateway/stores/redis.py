@@ -39,6 +39,8 @@ The global indexes are written in the same scripts, so Redis Cluster is not supp
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -67,6 +69,9 @@ PREFIX = "vg"
 DEFAULT_TTL_S = 86400.0
 DEFAULT_MAX_EVENTS = 1024
 LIST_PAGE = 100
+
+log = logging.getLogger("gateway.stores.redis")
+
 #: A command whose connection broke is retried this often (about 2 s in all), which
 #: rides out a Redis restart; longer outages surface as ``StoreError``.
 RETRIES = 8
@@ -78,6 +83,9 @@ SOCKET_TIMEOUT_S = 5.0
 #: ``SOCKET_TIMEOUT_S``) for a connection instead of failing; bounded, so that a burst
 #: cannot take the file descriptors the gateway's clients need.
 MAX_CONNECTIONS = 512
+#: The longest closing the pool may take: redis-py can wait for a socket's close
+#: that never completes, and a shutdown must not hang on it.
+CLOSE_TIMEOUT_S = 5.0
 
 _PASSWORD = re.compile(r"(?<=://)([^/@]*)@")
 
@@ -331,8 +339,17 @@ class RedisStore:
         """Close the connection pool; later calls raise ``StoreError``. Idempotent."""
         self._closed = True
         client, self._redis = self._redis, None
-        if client is not None:
-            await client.aclose()
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "Redis store %s: its connections did not close within %g s; "
+                "left to the operating system",
+                self.url,
+                CLOSE_TIMEOUT_S,
+            )
 
     def _error(self, e: RedisError) -> StoreError:
         return StoreError(f"Redis store {self.url}: {e}")

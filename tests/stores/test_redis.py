@@ -192,3 +192,30 @@ async def test_more_commands_at_once_than_redis_pys_default_pool_of_100(
         for task in waiting:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_closing_gives_up_on_a_pool_that_never_closes(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py can wait forever for a socket's close: a shutdown must not (fault
+    injected: the client's close never returns)."""
+    import gateway.stores.redis as redis_store
+
+    store = RedisStore(redis_url)
+    await store.open()
+    client = store.client
+    real_close = client.aclose
+    never = asyncio.Event()
+
+    async def hang(*_: object, **__: object) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(client, "aclose", hang)
+    monkeypatch.setattr(redis_store, "CLOSE_TIMEOUT_S", 0.2)
+    try:
+        await asyncio.wait_for(store.aclose(), 5)
+        assert "did not close within 0.2 s" in caplog.text
+        with pytest.raises(StoreError):
+            await store.get("s")
+    finally:
+        await real_close()
