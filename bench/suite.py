@@ -476,11 +476,15 @@ async def sweep(
 @dataclass
 class LengthResult:
     server: str
+    #: The median turn of a fresh session's first turns, run alternately with the
+    #: long session's last ones (so that both see the same machine).
     cpu_first_ms: float
     cpu_last_ms: float
     first_chunk_first: float
     first_chunk_last: float
     turns: int = 0
+    #: The median of the long session's own first turns, minutes earlier.
+    cpu_start_ms: float = math.nan
 
     @property
     def ratio(self) -> float:
@@ -488,20 +492,40 @@ class LengthResult:
 
 
 async def conversation_length(proc: Proc, url: str, name: str, length: int) -> LengthResult:
-    """One session of ``length`` turns on an unpaced model: CPU per turn, early vs late."""
+    """One session of ``length`` turns on an unpaced model: CPU per turn of its last
+    turns against a fresh session's first turns, taken in alternation with them.
+
+    On a shared machine the CPU a turn costs drifts by tens of percent over the minute
+    a long conversation takes; comparing its last turns with its own first ones
+    measured that drift as often as the conversation's length. The fresh session's
+    turns are measured in the same seconds, one between each two of the long one's.
+    """
     window = max(1, min(20, length // 5))
     await run_load(lambda: NativeConversation(url), 1, 3, spread_s=0)  # warm the process up
     conversation = NativeConversation(url)
+    fresh = NativeConversation(url)
     await conversation.open()
     cpu: list[float] = []
+    fresh_cpu: list[float] = []
     samples: list[TurnSample] = []
+    fresh_samples: list[TurnSample] = []
+
+    async def timed(talk: NativeConversation, i: int, into: list[float]) -> TurnSample:
+        before = proc.cpu_ns()
+        sample = await talk.turn(i)
+        into.append((proc.cpu_ns() - before) / 1e9)
+        return sample
+
     try:
         for i in range(length):
-            before = proc.cpu_ns()
-            samples.append(await conversation.turn(i))
-            cpu.append((proc.cpu_ns() - before) / 1e9)
+            if i == length - window:
+                await fresh.open()
+            if i >= length - window:
+                fresh_samples.append(await timed(fresh, i - (length - window), fresh_cpu))
+            samples.append(await timed(conversation, i, cpu))
     finally:
         await conversation.close()
+        await fresh.close()
 
     def mean_ms(values: Sequence[float]) -> float:
         # The median turn: a few turns that another process on the machine slowed
@@ -513,11 +537,12 @@ async def conversation_length(proc: Proc, url: str, name: str, length: int) -> L
 
     return LengthResult(
         name,
-        mean_ms(cpu[:window]),
+        mean_ms(fresh_cpu),
         mean_ms(cpu[-window:]),
-        first_chunk(samples[:window]),
+        first_chunk(fresh_samples),
         first_chunk(samples[-window:]),
         length,
+        cpu_start_ms=mean_ms(cpu[:window]),
     )
 
 
@@ -815,7 +840,7 @@ def targets(
     if "gateway" in lengths and "relay" in lengths:
         gl = lengths["gateway"]
         row(
-            "CPU ms per turn, last turns vs first",
+            "CPU ms per turn, last turns vs a fresh session's first (alongside)",
             f"turn {gl.turns}",
             gl.cpu_last_ms,
             gl.cpu_first_ms,
@@ -1045,22 +1070,27 @@ async def length_section(
         url = f"ws://127.0.0.1:{fast_gw.port}/ws"
         lengths["gateway"] = await conversation_length(fast_gw, url, "gateway", args.length)
     _say()
-    _say(f"### Conversation length (one session, {args.length} turns, unpaced model)")
+    _say(
+        f"### Conversation length (one session, {args.length} turns, unpaced model; "
+        "a fresh session takes a turn between each two of its last ones)"
+    )
     _say()
     window = max(1, min(20, args.length // 5))
     _say(
         _md(
             [
                 "server",
-                f"CPU ms/turn (median), turns 1–{window}",
+                f"CPU ms/turn (median), its turns 1–{window}",
+                f"a fresh session's turns 1–{window}, alongside the last",
                 f"last {window} turns",
-                "ratio",
-                "1st chunk ms, early",
-                "late",
+                "ratio, last over fresh",
+                "1st chunk ms, fresh",
+                "last",
             ],
             [
                 [
                     r.server,
+                    fmt(r.cpu_start_ms, 1),
                     fmt(r.cpu_first_ms, 1),
                     fmt(r.cpu_last_ms, 1),
                     fmt(r.ratio, 2),
