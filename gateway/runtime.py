@@ -325,7 +325,12 @@ class SessionRuntime:
             match effect:
                 case Send(event=event):
                     if event.type in CONNECTION_EVENTS:
-                        self._pipeline.push(_Direct(event))
+                        if self._pipe is None and not self._pipeline.backlog:
+                            # Nothing is being stored or waits: out now, not on a
+                            # pipeline task a loop iteration later.
+                            self._dispatch(_Direct(event))
+                        else:
+                            self._pipeline.push(_Direct(event))
                         continue
                     logged = LoggedEvent(
                         event.seq, event.type, getattr(event, "turn_id", None), wire.encode(event)
