@@ -42,7 +42,6 @@ API key, the prompt or the model's text (neither do the logs).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Hashable, Mapping
@@ -76,11 +75,6 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 logger = logging.getLogger("gateway.providers.gemini")
-
-#: What the pump hands to the consumer: a piece, the error that ended the stream,
-#: or None at the end.
-_PumpItem = Piece | Exception | None
-
 
 _F = types.FinishReason
 #: Gemini finish reasons, as the gateway names them; any other is ``other``.
@@ -286,31 +280,24 @@ class GeminiProvider:
         def config() -> types.GenerateContentConfig:
             return build_config(request, self._model, system_instruction=system)
 
-        # The SDK is driven by a pump task rather than from this generator. The
-        # SDK nests several async generators and closing the outer one does not
-        # close the inner ones (they sit in a reference cycle until the cyclic GC
-        # runs), so aclose() between deltas would leave the HTTP response open.
-        # The pump only ever waits inside the SDK (its queue is unbounded), so
-        # cancelling it unwinds every SDK frame from the socket read up and the
-        # SDK's own ``finally`` closes the response before the pump ends.
-        queue: asyncio.Queue[_PumpItem] = asyncio.Queue()
+        # The stream is read here, not on a task of its own: ``RestStream.stream`` reads
+        # the HTTP body itself (no SDK generators in between) and closes the response
+        # in its ``finally``, which ``aclose()`` below runs however this generator ends.
         pieces = self._rest.stream(contents, _config_key(request, system), config)
-        pump = asyncio.create_task(
-            self._pump(pieces, queue), name=f"gemini-stream:{request.turn_id}"
-        )
         usage: Mapping[str, Any] | None = None
         finish: Finish | None = None
         try:
             while True:
-                item = await queue.get()
-                if item is None:
+                try:
+                    piece = await anext(pieces)
+                except StopAsyncIteration:
                     break
-                if isinstance(item, Exception):
-                    raise self._translate(item) from item
-                for part in item.parts:
+                except Exception as exc:  # every SDK or transport failure, translated
+                    raise self._translate(exc) from exc
+                for part in piece.parts:
                     yield part
-                usage = item.usage or usage
-                finish = _finish(item) or finish
+                usage = piece.usage or usage
+                finish = _finish(piece) or finish
                 if finish is not None and finish.reason == "blocked":
                     logger.warning(
                         "Gemini blocked the reply (model %s): %s", self._model, finish.raw
@@ -318,24 +305,11 @@ class GeminiProvider:
                     break
         finally:
             # Normal end, error, cancellation of the consumer, or aclose().
-            pump.cancel()
-            await asyncio.wait({pump})
+            await pieces.aclose()
         if usage is not None:
             yield _usage(usage)
         if finish is not None:
             yield finish
-
-    async def _pump(self, pieces: AsyncIterator[Piece], queue: asyncio.Queue[_PumpItem]) -> None:
-        """Feed the stream's pieces, then None, into ``queue``; an exception ends the feed."""
-        try:
-            async for piece in pieces:
-                queue.put_nowait(piece)
-        # Every failure must reach the consumer, or it would wait forever; it is
-        # translated and raised there (and logged by _translate).
-        except Exception as exc:  # noqa: BLE001
-            queue.put_nowait(exc)
-        else:
-            queue.put_nowait(None)
 
     async def aclose(self) -> None:
         """Close the SDK's clients and the HTTP clients handed to it."""

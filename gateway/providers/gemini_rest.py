@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -259,7 +260,7 @@ class RestStream:
         contents: list[dict[str, Any]],
         key: Hashable,
         make_config: Callable[[], types.GenerateContentConfig],
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         """Yield the reply's pieces. Raises the SDK's ``errors.APIError`` on an HTTP error
         or an error object in the stream, its transport's exceptions on a broken
         connection, and :class:`MalformedPiece`."""
@@ -272,13 +273,14 @@ class RestStream:
             raise TypeError(f"the SDK streamed through {type(raw).__name__}, not httpx2")
         events = SseEvents()
         try:
-            async for chunk in raw.aiter_bytes():
-                for event in events.feed(chunk):
-                    yield await _read_event(event, response)
+            async with aclosing(raw.aiter_bytes()) as chunks:
+                async for chunk in chunks:
+                    for event in events.feed(chunk):
+                        yield await _read_event(event, response)
             for event in events.close():
                 yield await _read_event(event, response)
         finally:
-            await raw.aclose()
+            await raw.aclose()  # the connection goes back to its pool, or is closed
 
 
 async def _read_event(event: str, response: _api_client.HttpResponse) -> Piece:
