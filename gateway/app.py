@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import ExceptionHandler, Scope
 from starlette.websockets import WebSocket
 
 from gateway.adapters import adapter_routes
@@ -283,7 +283,8 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=middleware,
-        exception_handlers={StoreError: _store_unavailable},
+        # One handler for both kinds of connection (it tells them apart).
+        exception_handlers={StoreError: cast(ExceptionHandler, store_unavailable)},
     )
     app.state.telemetry = telemetry
     return app
@@ -309,9 +310,15 @@ def input_limits(settings: Settings) -> InputLimits:
     )
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    """An HTTP request the store failed: 503 with the error JSON, never a bare 500."""
-    log.warning("session store failed during %s %s: %s", request.method, request.url.path, exc)
+async def store_unavailable(conn: Request | WebSocket, exc: Exception) -> Response | None:
+    """A request or socket the store failed: an HTTP request gets 503 with the error
+    JSON, never a bare 500; a WebSocket is closed 1011 as when a session cannot open
+    (its client can resume once the store is back)."""
+    if isinstance(conn, WebSocket):
+        log.warning("session store failed on the WebSocket %s: %s", conn.url.path, exc)
+        await close_quietly(conn, CloseCode.INTERNAL_ERROR, "session store unavailable")
+        return None
+    log.warning("session store failed during %s %s: %s", conn.method, conn.url.path, exc)
     return problem(503, "store_unavailable", "the session store is unavailable; try again")
 
 
