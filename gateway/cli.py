@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from gateway import __version__
 from gateway.app import create_app, drain, uvicorn_options
 from gateway.check import CheckFailed, check_provider
-from gateway.heap import freeze_startup_heap
+from gateway.heap import tune_collector
 from gateway.logs import configure_logging
 from gateway.providers.factory import build_provider
 from gateway.settings import Settings, SettingsError, load_settings, unknown_settings
@@ -42,7 +42,7 @@ class GatewayServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            freeze_startup_heap()
+            tune_collector()
             self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
