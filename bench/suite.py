@@ -635,6 +635,8 @@ class WorkersResult:
 
     one: Point
     two: Point
+    #: 1 worker with half the sessions: the load each of the 2 workers carried.
+    half: Point | None = None
 
     @property
     def raw(self) -> float:
@@ -665,6 +667,25 @@ class WorkersResult:
         of the turns, the other the same number per session."""
         return self.efficiency * min(2.0, 1 / self.busiest_share)
 
+    @property
+    def efficiency_equal(self) -> float:
+        """Turns per worker-CPU-second with 2 workers over that of 1 worker carrying
+        what each of them carried (half the sessions): the 1 worker with all of them
+        is saturated, and a saturated loop spends less CPU per turn."""
+        if self.half is None:
+            return math.nan
+        return self.half.cpu_ms_per_turn / self.two.cpu_ms_per_turn
+
+    @property
+    def projected_equal(self) -> float:
+        """2 × :attr:`efficiency_equal`, the sessions split evenly."""
+        return 2 * self.efficiency_equal
+
+    @property
+    def projected_equal_split(self) -> float:
+        """:attr:`efficiency_equal` with the split this run's workers made."""
+        return self.efficiency_equal * min(2.0, 1 / self.busiest_share)
+
 
 def busy(point: Point, *names: str) -> float:
     """Cores the named processes kept busy over the measured window."""
@@ -689,13 +710,13 @@ async def workers_section(
     n, tokens = args.workers_sessions, args.reply_tokens
     turns = args.workers_turns or turns_for(n, args.workers_budget, 20)
     points: list[Point] = []
-    for count in (1, 2):
+    for count, sessions in ((1, n), (2, n), (1, max(1, n // 2))):
         both = None if server_core is None or client_core is None else {server_core, client_core}
         gw_cores = server_core if count == 1 else both
         argv = ("--workers", str(count)) if count > 1 else ()
         # A fresh redis-server for each run, so that neither sees the other's sessions.
         with (
-            redis_server(tmp / f"redis-{count}", core=client_core) as redis,
+            redis_server(tmp / f"redis-{count}-{sessions}", core=client_core) as redis,
             gateway(
                 model_url,
                 args.workers_model,
@@ -713,9 +734,10 @@ async def workers_section(
             others.update((f"worker {i + 1}", Pid(pid)) for i, pid in enumerate(group.pids))
             points.append(
                 await measure(
-                    f"{count} worker{'s' if count > 1 else ''}",
+                    f"{count} worker{'s' if count > 1 else ''}"
+                    + (f", {sessions} sessions" if sessions != n else ""),
                     lambda u=url: NativeConversation(u),
-                    n,
+                    sessions,
                     turns,
                     tokens,
                     proc=group,
@@ -724,15 +746,16 @@ async def workers_section(
                     census=group.sessions,
                 )
             )
-        _say(f"  … {count} worker(s) done")
-    result = WorkersResult(*points)
+        _say(f"  … {count} worker(s), {sessions} sessions done")
+    one, two, half = points
+    result = WorkersResult(one, two, half)
     report_workers(args, result, n, turns)
     return result
 
 
 def report_workers(args: argparse.Namespace, result: WorkersResult, n: int, turns: int) -> None:
     rows = []
-    for p in (result.one, result.two):
+    for p in (result.one, result.two) + ((result.half,) if result.half else ()):
         firsts = p.firsts()
         workers = [k for k in p.others_cpu_s if k.startswith("worker ")]
         total = sum(p.others_cpu_s[k] for k in workers)
@@ -801,6 +824,18 @@ def report_workers(args: argparse.Namespace, result: WorkersResult, n: int, turn
         "accepted its connection, the busiest one saturates first, and with this split "
         f"the projection is {fmt(result.projected_split, 2)}×."
     )
+    if result.half is not None:
+        _say()
+        _say(
+            f"1 worker with {result.half.sessions} sessions (what each of the 2 carried) "
+            f"spent {fmt(result.half.cpu_ms_per_turn, 2)} CPU-ms a turn: against that, "
+            f"the efficiency of 2 workers is {fmt(result.efficiency_equal, 2)} and the "
+            f"projection {fmt(result.projected_equal, 2)}× split evenly, "
+            f"{fmt(result.projected_equal_split, 2)}× with this split. 1 worker with all "
+            f"{n} sessions used {fmt(result.one.cpu_s / result.one.result.elapsed_s, 2)} of "
+            "its core and its turns queued; a saturated loop spends less CPU per turn, so "
+            "the projection against it measures saturation as much as scaling."
+        )
 
 
 def _nearest(points: list[Point], server: str, n: int) -> Point | None:
@@ -938,6 +973,22 @@ def targets(
                 "by the client sharing the cores)",
             ]
         )
+        if workers.half is not None:
+            ok = workers.projected_equal_split >= 1.8
+            rows.append(
+                [
+                    "same, against 1 worker carrying what each of the 2 did "
+                    f"({workers.half.sessions} sessions), with this run's split",
+                    at,
+                    fmt(1000 / two.cpu_ms_per_turn, 0),
+                    fmt(1000 / workers.half.cpu_ms_per_turn, 0),
+                    fmt(workers.projected_equal_split, 2),
+                    "≥ 1.8×",
+                    "–"
+                    if math.isnan(workers.projected_equal_split)
+                    else ("pass" if ok else "FAIL") + " (projected, like for like)",
+                ]
+            )
     return rows
 
 

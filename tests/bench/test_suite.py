@@ -35,7 +35,7 @@ def test_the_suite_runs_every_section_without_a_failed_turn() -> None:
     by_workers = {
         row[0].strip("| "): row
         for row in (line.split(" | ") for line in out.splitlines())
-        if row[0] in ("| 1 worker", "| 2 workers")
+        if row[0] in ("| 1 worker", "| 2 workers", "| 1 worker, 8 sessions")
     }
     assert by_workers["1 worker"][1] == "16"
     split = [int(n) for n in by_workers["2 workers"][1].split(" / ")]
@@ -45,3 +45,6 @@ def test_the_suite_runs_every_section_without_a_failed_turn() -> None:
     assert all(row[-1].rstrip(" |") == "0" for row in by_workers.values())
     assert "| throughput on 2 workers vs 1, measured (turns/s) | N=16, Redis | " in out
     assert "(projected: " in out
+    # ... and 1 worker carrying what each of the 2 did, the like-for-like baseline.
+    assert by_workers["1 worker, 8 sessions"][1] == "8"
+    assert "| same, against 1 worker carrying what each of the 2 did (8 sessions)" in out
