@@ -217,17 +217,17 @@ class GatewayMetrics:
         start = math.floor(now / 60) * 60 - (minutes - 1) * 60
         buckets: list[list[RecentTurn]] = [[] for _ in range(minutes)]
         for turn in self.recent:
-            index = int((turn[0] - start) // 60)
+            index = int((turn[0] - start) // 60)  # (at, route, status, first_chunk_s)
             if 0 <= index < minutes:
                 buckets[index].append(turn)
         series = []
         for index, turns in enumerate(buckets):
-            latencies = sorted(t[3] for t in turns if t[3] is not None)
+            latencies = sorted(chunk for _, _, _, chunk in turns if chunk is not None)
             series.append(
                 {
                     "minute": start + index * 60,
                     "turns": len(turns),
-                    "failed": sum(t[2] == "failed" for t in turns),
+                    "failed": sum(status == "failed" for _, _, status, _ in turns),
                     "first_chunk_p50_s": percentile(latencies, 50),
                     "first_chunk_p90_s": percentile(latencies, 90),
                     "first_chunk_p99_s": percentile(latencies, 99),
@@ -243,7 +243,7 @@ class GatewayMetrics:
             "live_sessions": self._live_sessions(),
             "connections": connections,
             # A rolling 60 s, not the current clock minute (empty just after :00).
-            "turns_last_minute": sum(turn[0] >= now - 60 for turn in self.recent),
+            "turns_last_minute": sum(at >= now - 60 for at, _, _, _ in self.recent),
             "minutes": series,
         }
 

@@ -96,10 +96,19 @@ class Piece:
 def parse_piece(body: str | bytes) -> Piece:
     """One streamed piece's JSON (REST casing), read with orjson; raises
     :class:`MalformedPiece` when it is not JSON or not shaped like a response."""
+    return _shaped(_json(body))
+
+
+def _json(body: str | bytes) -> Any:
     try:
-        return _piece(orjson.loads(body))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedPiece("a streamed piece is not JSON") from exc
+
+
+def _shaped(data: Any) -> Piece:
+    try:
+        return _piece(data)
     except (AttributeError, TypeError, KeyError, IndexError) as exc:
         raise MalformedPiece("a streamed piece is not shaped like a response") from exc
 
@@ -285,10 +294,7 @@ class RestStream:
 
 async def _read_event(event: str, response: _api_client.HttpResponse) -> Piece:
     """One event's piece; an error object raises the SDK's error for it."""
-    try:
-        data = orjson.loads(event)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedPiece("a streamed piece is not JSON") from exc
+    data = _json(event)
     if isinstance(data, dict) and "error" in data:
         error = data["error"]
         code = error.get("code") if isinstance(error, dict) else None
@@ -296,10 +302,7 @@ async def _read_event(event: str, response: _api_client.HttpResponse) -> Piece:
         await errors.APIError.raise_error_async(
             code if isinstance(code, int) else 0, data, response
         )
-    try:
-        return _piece(data)
-    except (AttributeError, TypeError, KeyError, IndexError) as exc:
-        raise MalformedPiece("a streamed piece is not shaped like a response") from exc
+    return _shaped(data)
 
 
 class SseEvents:
