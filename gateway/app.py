@@ -49,6 +49,7 @@ from gateway.sessions import ManagerConfig, SessionManager
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore, StoreError, StoreLocked
 from gateway.stores.factory import cluster_for, is_distributed, open_store
+from gateway.tasks import TaskSet
 from gateway.tenants import address_principal
 from gateway.tools.webhook import WebhookRunner
 from gateway.tracing import Tracing
@@ -214,16 +215,14 @@ def create_app(
                 app.state.store = store
                 app.state.guard = guard
                 telemetry.metrics.count_live_sessions(manager.__len__)
-                loop = asyncio.get_running_loop()
-                background = {loop.create_task(_sweep_forever(manager, settings), name="sweeper")}
+                background = TaskSet("lifespan", on_error=_background_died)
+                background.spawn(_sweep_forever(manager, settings), name="sweeper")
                 if cluster.distributed:
-                    background.add(loop.create_task(manager.serve_signals(), name="signals"))
+                    background.spawn(manager.serve_signals(), name="signals")
                 try:
                     yield
                 finally:
-                    for task in background:
-                        task.cancel()
-                    await asyncio.wait(background)
+                    await background.aclose(timeout_s=BACKGROUND_STOP_S)
                     await manager.shutdown()
         finally:
             await store.aclose()
@@ -288,6 +287,14 @@ def create_app(
     )
     app.state.telemetry = telemetry
     return app
+
+
+#: The longest shutdown waits for the sweeper and the signal reader to end.
+BACKGROUND_STOP_S = 5.0
+
+
+def _background_died(task: asyncio.Task[Any], exc: BaseException) -> None:
+    log.error("background task %s died", task.get_name(), exc_info=exc)
 
 
 async def _check_at_start(llm: LLMProvider) -> None:

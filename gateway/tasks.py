@@ -19,6 +19,9 @@ log = logging.getLogger("gateway.tasks")
 
 T = TypeVar("T")
 
+#: How often :meth:`TaskSet.aclose` looks for a task whose cancellation was lost.
+RECANCEL_S = 0.1
+
 
 class TaskSet:
     """The tasks of one owner; a failure goes to ``on_error``, never further."""
@@ -52,14 +55,22 @@ class TaskSet:
     async def aclose(self, timeout_s: float = 1.0) -> None:
         """Cancel every task still running and wait for them, ``timeout_s`` at most:
         a task that ignores its cancellation (a buggy provider) is logged and left
-        to end on its own, still referenced here, instead of holding its owner up."""
+        to end on its own, still referenced here, instead of holding its owner up.
+
+        A task whose cancellation was lost is cancelled again, checked every
+        :data:`RECANCEL_S`: Python 3.11's ``asyncio.timeout`` (which redis-py uses for
+        its socket timeouts) can swallow a cancel that lands as it expires, leaving
+        the task not cancelling (``Task.cancelling() == 0``), and a loop that lost it
+        would run to the deadline. A task still handling its cancel (cleaning up in a
+        ``finally``) is not interrupted."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self._tasks:
             pending = list(self._tasks)
             for task in pending:
-                task.cancel()
-            left = deadline - loop.time()
+                if not task.cancelling():
+                    task.cancel()
+            left = min(deadline - loop.time(), RECANCEL_S)
             if left <= 0:
                 log.error(
                     "%s: %d task(s) ignored cancellation for %g s: %s",

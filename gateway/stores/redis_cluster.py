@@ -21,7 +21,6 @@ and inbox readers exist only while a turn straddles two instances.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -54,6 +53,7 @@ from gateway.stores.redis import (
     decode_events,
     key,
 )
+from gateway.tasks import TaskSet
 
 log = logging.getLogger("gateway.cluster")
 
@@ -124,6 +124,14 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+#: The longest leaving waits for the heartbeat task to end.
+STOP_S = 2.0
+
+
+def _heartbeat_died(task: asyncio.Task[Any], exc: BaseException) -> None:
+    log.error("%s died; this instance stops renewing its liveness", task.get_name(), exc_info=exc)
+
+
 class RedisCluster:
     """A :class:`~gateway.cluster.Cluster` for instances sharing one Redis.
 
@@ -146,7 +154,7 @@ class RedisCluster:
         block = instance_ttl_s / 3 if block_s is None else block_s
         self._block_ms = max(1, int(block * 1000))
         self._leases: dict[str, Lease] = {}
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks = TaskSet(f"cluster {self._iid}", on_error=_heartbeat_died)
 
     @property
     def instance_id(self) -> str:
@@ -174,7 +182,7 @@ class RedisCluster:
 
     async def __aenter__(self) -> Self:
         await self._beat()
-        self._heartbeat = asyncio.create_task(self._beat_forever(), name="cluster-heartbeat")
+        self._tasks.spawn(self._beat_forever(), name="cluster-heartbeat")
         log.info("instance %s joined (liveness TTL %d ms)", self._iid, self._ttl_ms)
         return self
 
@@ -184,11 +192,7 @@ class RedisCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.aclose(timeout_s=STOP_S)
         try:
             released = await self.release_all()
             await self._r().delete(_INST + self._iid)
