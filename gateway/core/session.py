@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 import orjson
 
 from gateway.core.chunker import Chunker, ChunkerConfig, ChunkMode
 from gateway.core.codes import CloseCode, ErrorCode
-from gateway.core.context import ContextBudget, fit_history
+from gateway.core.context import ContextBudget, HistoryMeasure
 from gateway.core.effects import (
     CancelGeneration,
     Close,
@@ -89,9 +88,6 @@ from gateway.core.state import STATE_VERSION, LastReply, OpenTurn, SessionState
 from gateway.core.tools import CONTROL_TOOLS
 
 _CONTROL_NAMES = frozenset(CONTROL_TOOLS)
-#: A message's text (the history's size is summed with it in C, per user message).
-_TEXT = attrgetter("text")
-
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 #: Control characters (but tab and newline) never reach the model.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -263,6 +259,7 @@ class Session:
         self._language = config.language
         self._chunk_mode = config.chunk_mode
         self._history: tuple[Message, ...] = ()
+        self._measure = HistoryMeasure()
         self._seq = 0
         self._turns = 0
         self._messages = 0
@@ -801,7 +798,7 @@ class Session:
             return
         if not self._within_budget():
             return
-        held = sum(map(len, map(_TEXT, self._history)))
+        held = self._measure.chars(self._history)
         if held + len(text) > self._config.max_session_chars:
             self.reject(
                 ErrorCode.SESSION_FULL,
@@ -1031,7 +1028,7 @@ class Session:
             session_id=self.id,
             turn_id=turn_id,
             system_instruction=render(self._instructions, self._variables),
-            messages=fit_history(self._history, self._config.context),
+            messages=self._measure.fit(self._history, self._config.context),
             instructions=instructions,
             language=self._language,
             settings=self.generation,

@@ -163,9 +163,15 @@ def rest_contents(messages: Iterable[Message]) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     last_role = ""
     for message in messages:
-        parts = _rest_parts(message)
-        if not parts:
-            continue
+        if message.calls or message.role == "tool":
+            parts = _rest_parts(message)
+            if not parts:
+                continue
+        else:  # most of a history: one text part, built here (a call less per message)
+            text = message.text
+            if not text or text.isspace():
+                continue
+            parts = [{"text": text}]
         role = "model" if message.role == "assistant" else "user"
         if role == last_role:
             contents[-1]["parts"].extend(parts)
