@@ -1,4 +1,5 @@
-"""One WebSocket connection: a reader and a writer task around a bounded send queue.
+"""One WebSocket connection: a writer task around a bounded send queue, and the reader
+on the connection's own task.
 
 The reader decodes frames with the connection's codec and feeds the session
 runtime; the writer sends events in order, and a heartbeat data frame whenever
@@ -8,6 +9,12 @@ fills the queue; the connection is then closed with ``4008`` instead of growing
 memory without bound, and the session stays resumable. A resume replay is not
 pushed through that bound: the writer streams it from the replay log, at the
 pace the socket takes it, so every replay the log can serve is served.
+
+The idle limit and the heartbeat hang on one timer per connection, moved lazily
+(a frame only notes when it came): an idle socket holds one timer handle rather
+than a timeout context per pending read and write, and a frame costs no timer
+at all. The reader runs on the serving task and the writer on a task of its own,
+which stops the reader when it ends: one task (and no task group) per socket.
 
 The connection's life is one :class:`~gateway.lifecycle.ConnectionState`
 (open, closing, closed); closing never raises, however full the queue is.
@@ -129,8 +136,36 @@ class _Preface:
 _Item = str | Later | _Replay | _Preface | _CloseRequest
 
 
+#: How early the timer may fire and still count (the loop's clock is not exact).
+_SLACK_S = 0.001
+
+
 class Connection:
     """Serves one accepted WebSocket for one session runtime."""
+
+    __slots__ = (
+        "_beat",
+        "_bound",
+        "_codec",
+        "_deaf",
+        "_heartbeat_s",
+        "_last_in",
+        "_last_seq",
+        "_life",
+        "_limits",
+        "_loop",
+        "_metrics",
+        "_out",
+        "_port",
+        "_queued",
+        "_ready",
+        "_reading",
+        "_session_id",
+        "_timer",
+        "_waiting_since",
+        "_ws",
+        "close_code",
+    )
 
     def __init__(
         self,
@@ -158,6 +193,15 @@ class Connection:
         self._last_seq = 0
         self.close_code: int | None = None
         self._metrics = metrics
+        # Set by serve(): the loop, the runtime fed, the serving task while it reads.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._port: SessionPort | None = None
+        self._reading: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_in = 0.0  # when the last frame came (the loop's clock)
+        self._waiting_since: float | None = None  # the writer waits for something to send
+        self._beat = False  # a heartbeat is due
+        self._deaf = False  # closing for idleness or a flood: frames are read, not acted on
 
     @property
     def state(self) -> ConnectionState:
@@ -243,39 +287,88 @@ class Connection:
 
     async def serve(self, runtime: SessionPort) -> None:
         """Run until the client disconnects or the connection is closed; the
-        connection must already be attached to ``runtime``."""
+        connection must already be attached to ``runtime``. An exception of the
+        writer is raised here, as one of the reader is."""
         self._session_id = runtime.session.id
+        self._port = runtime
+        loop = self._loop = asyncio.get_running_loop()
+        self._last_in = loop.time()
+        self._arm()
+        reading = self._reading = asyncio.current_task()
+        writer = loop.create_task(self._write(), name="ws-writer")
+        writer.add_done_callback(self._writer_done)
         try:
-            async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read(runtime), name="ws-reader")
-                writer = tg.create_task(self._write(), name="ws-writer")
-                reader.add_done_callback(lambda _: writer.cancel())
-                writer.add_done_callback(lambda _: reader.cancel())
+            await self._read(runtime)
+        except asyncio.CancelledError:
+            # Stopped by the writer's end (it let go of ``_reading``), or cancelled.
+            if self._reading is not None or reading is None or reading.uncancel() > 0:
+                raise
+            failure = None if writer.cancelled() else writer.exception()
+            if failure is not None:
+                raise failure from None
         finally:
-            self._enter(ConnectionState.CLOSED)
-            runtime.detach(self)
+            self._reading = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            writer.cancel()
+            try:
+                await asyncio.wait((writer,))
+            finally:
+                self._enter(ConnectionState.CLOSED)
+                runtime.detach(self)
+
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        """The writer ended (the close was sent, the client is gone, or it failed):
+        the reader, if it still reads, stops too."""
+        failure = None if writer.cancelled() else writer.exception()
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.cancel()  # serve() raises the failure
+        elif failure is not None:
+            log.error("the writer failed session=%s", self._session_id, exc_info=failure)
+
+    def _arm(self) -> None:
+        """Schedule the next check of the idle limit and the heartbeat."""
+        loop = self._loop
+        assert loop is not None
+        since = self._waiting_since
+        due = (loop.time() if since is None or self._beat else since) + self._heartbeat_s
+        if not self._deaf:
+            due = min(due, self._last_in + self._limits.idle_timeout_s)
+        self._timer = loop.call_at(due, self._tick)
+
+    def _tick(self) -> None:
+        port = self._port
+        assert self._loop is not None
+        assert port is not None
+        self._timer = None
+        now = self._loop.time() + _SLACK_S
+        idle_s = self._limits.idle_timeout_s
+        if not self._deaf and now - self._last_in >= idle_s:
+            self._deaf = True  # keep reading until the close handshake is done
+            port.close_client(CloseCode.IDLE_TIMEOUT, f"nothing received for {idle_s:g} s")
+        since = self._waiting_since
+        if since is not None and now - since >= self._heartbeat_s:
+            self._beat = True
+            self._ready.set()
+        self._arm()
 
     async def _read(self, runtime: SessionPort) -> None:
         limits = self._limits
         loop = asyncio.get_running_loop()
         bucket = TokenBucket(limits.rate_per_s, limits.burst)
         window, dropped = 0.0, 0
-        idle: float | None = limits.idle_timeout_s
+        receive = self._ws.receive
         while True:
-            try:
-                async with asyncio.timeout(idle):
-                    message = await self._ws.receive()
-            except TimeoutError:
-                runtime.close_client(CloseCode.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
-                idle = None  # keep reading until the close handshake is done
-                continue
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 if self.close_code is None:
                     self.close_code = message.get("code", CloseCode.NORMAL)
                 return
-            if self.closed or idle is None:
+            now = self._last_in = loop.time()
+            if self.closed or self._deaf:
                 continue  # closing: read until the handshake is done, act on nothing
-            now = loop.time()
             if not bucket.take(now):
                 if now - window >= 1.0:
                     window, dropped = now, 0
@@ -289,7 +382,7 @@ class Connection:
                 elif dropped > limits.burst * limits.flood_factor:
                     log.warning("flood from client session=%s: closing", self._session_id)
                     runtime.close_client(CloseCode.POLICY_VIOLATION, "too many messages")
-                    idle = None
+                    self._deaf = True
                 continue
             text: str | None = message.get("text")
             frame: str | bytes = text if text is not None else message.get("bytes") or b""
@@ -312,14 +405,21 @@ class Connection:
                 runtime.receive(result)
 
     async def _next(self) -> _Item | None:
-        """The next item to send, or ``None`` after ``heartbeat_s`` of nothing."""
+        """The next item to send, or ``None`` after ``heartbeat_s`` of nothing (the
+        timer says when)."""
+        loop = self._loop
+        assert loop is not None
         while not self._out:
-            self._ready.clear()
-            try:
-                async with asyncio.timeout(self._heartbeat_s):
-                    await self._ready.wait()
-            except TimeoutError:
+            if self._beat:
+                self._beat = False
                 return None
+            self._ready.clear()
+            self._waiting_since = loop.time()
+            try:
+                await self._ready.wait()
+            finally:
+                self._waiting_since = None
+        self._beat = False
         item = self._out.popleft()
         if not self._out:
             self._out = None
