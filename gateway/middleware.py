@@ -118,40 +118,14 @@ class ObservabilityMiddleware:
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, route: str, request_id: str
     ) -> None:
-        metrics = self._metrics
-        accepted = False
-        native = route == "/ws"
         tokens = route_var.set(route), request_id_var.set(request_id)
-
-        async def ws_send(message: Message) -> None:
-            nonlocal accepted
-            kind = message["type"]
-            if kind == "websocket.send" and native:
-                text = message.get("text")
-                if text is not None and text.startswith(_SESSION_EVENT):
-                    self._session_event(text)
-            elif kind == "websocket.accept":
-                accepted = True
-                headers = list(message.get("headers") or [])
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-                metrics.connections.labels(route).inc()
-                metrics.connections_opened.labels(route).inc()
-            elif kind == "websocket.close":
-                code = int(message.get("code", 1000))
-                metrics.closes.labels(route, str(code)).inc()
-                if code == 4008:
-                    metrics.slow_client_closes.labels(route).inc()
-            elif kind == "websocket.http.response.start":
-                metrics.http_requests.labels(route, "GET", str(message["status"])).inc()
-            await send(message)
-
+        sender = _WebSocketSend(self, send, route, request_id)
         try:
-            await self.app(scope, receive, ws_send)
+            await self.app(scope, receive, sender)
         finally:
             _reset(tokens)
-            if accepted:
-                metrics.connections.labels(route).dec()
+            if sender.accepted:
+                self._metrics.connections.labels(route).dec()
 
     def _session_event(self, text: str) -> None:
         try:
@@ -162,3 +136,44 @@ class ObservabilityMiddleware:
             self._metrics.resumes.inc()
         elif data.get("type") == "session.resync":
             self._metrics.resyncs.inc()
+
+
+class _WebSocketSend:
+    """A WebSocket's ``send``, counting what it sends: an object with slots rather than
+    a closure, since it lives as long as the socket (a closure and its cells cost
+    about 300 bytes more per idle session)."""
+
+    __slots__ = ("_edge", "_native", "_request_id", "_route", "_send", "accepted")
+
+    def __init__(self, edge: ObservabilityMiddleware, send: Send, route: str, request_id: str):
+        self._edge = edge
+        self._send = send
+        self._route = route
+        self._request_id = request_id
+        self._native = route == "/ws"
+        self.accepted = False
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        kind = message["type"]
+        if kind == "websocket.send":
+            if self._native:
+                text = message.get("text")
+                if text is not None and text.startswith(_SESSION_EVENT):
+                    self._edge._session_event(text)
+            return self._send(message)
+        metrics, route = self._edge._metrics, self._route
+        if kind == "websocket.accept":
+            self.accepted = True
+            headers = list(message.get("headers") or [])
+            headers.append((b"x-request-id", self._request_id.encode()))
+            message = {**message, "headers": headers}
+            metrics.connections.labels(route).inc()
+            metrics.connections_opened.labels(route).inc()
+        elif kind == "websocket.close":
+            code = int(message.get("code", 1000))
+            metrics.closes.labels(route, str(code)).inc()
+            if code == 4008:
+                metrics.slow_client_closes.labels(route).inc()
+        elif kind == "websocket.http.response.start":
+            metrics.http_requests.labels(route, "GET", str(message["status"])).inc()
+        return self._send(message)
