@@ -37,7 +37,7 @@ from gateway.errors import AuthError
 from gateway.generation import ProviderPolicy
 from gateway.guard import Guard, log_posture
 from gateway.hosts import BrowserGate
-from gateway.instrumented import InstrumentedProvider, InstrumentedStore
+from gateway.instrumented import InstrumentedProvider, InstrumentedStore, InstrumentedTools
 from gateway.logformat import describe_store
 from gateway.ops import Telemetry, ops_middleware, ops_routes
 from gateway.pipeline import StorePolicy
@@ -177,7 +177,16 @@ def create_app(
         log.info("session store: %s", describe_store(settings.store_url))
         log_posture(settings)
         secret = settings.tools_secret.get_secret_value() if settings.tools_secret else None
-        runner = WebhookRunner(tools_file, secret=secret) if tools_file.tools else None
+        runner = (
+            InstrumentedTools(
+                WebhookRunner(tools_file, secret=secret),
+                [tool.spec.name for tool in tools_file.tools],
+                telemetry.metrics,
+                telemetry.tracing,
+            )
+            if tools_file.tools
+            else None
+        )
         config = ManagerConfig(
             session=replace(session_config, provider=llm.name, model=llm.model),
             max_sessions_per_principal=settings.max_sessions_per_principal,

@@ -10,24 +10,27 @@ the context of the task that commits (the session's pipeline, started by the
 connection that opened the session).
 
 The provider wrapper times each stream and its first token, and counts streams
-by outcome, retries included.
+by outcome, retries included. The tool wrapper counts and times each server tool
+call by tool and outcome, with a ``tool.call`` span under the session's open turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 
 import orjson
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
-from gateway.core.history import GenerationRequest, StreamItem
+from gateway.core.history import FunctionCall, GenerationRequest, StreamItem
 from gateway.core.records import TurnRecord
-from gateway.logformat import bind_turn, route_var
+from gateway.logformat import bind_turn, route_var, session_id_var
 from gateway.metrics import GatewayMetrics
 from gateway.providers.base import LLMProvider, ProviderError
 from gateway.stores.base import SessionStore, StoredEvent, StoreError
 from gateway.stores.wrapper import StoreWrapper
+from gateway.tools.webhook import ToolRunner
 from gateway.tracing import Tracing
 
 
@@ -159,3 +162,64 @@ class InstrumentedProvider:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class InstrumentedTools:
+    """A :class:`~gateway.tools.webhook.ToolRunner` whose calls are counted, timed and
+    traced: a ``tool.call`` span under the open turn of the session the calling task
+    names. Tools not in ``names`` are labelled ``unknown`` (a model may call any name:
+    it must not become a label value)."""
+
+    def __init__(
+        self,
+        inner: ToolRunner,
+        names: Collection[str],
+        metrics: GatewayMetrics,
+        tracing: Tracing,
+    ) -> None:
+        self.inner = inner
+        self._names = frozenset(names)
+        self._metrics = metrics
+        self._tracing = tracing
+
+    async def run(self, call: FunctionCall) -> str:
+        """The inner runner's result; never raises but for a cancellation."""
+        tool = call.name if call.name in self._names else "unknown"
+        session_id = session_id_var.get()
+        parent = self._tracing.open_turn(session_id) if session_id else None
+        span = self._tracing.child(
+            "tool.call", parent, {"gateway.tool.name": tool, "gateway.tool.call_id": call.call_id}
+        )
+        started = time.perf_counter()
+        try:
+            output = await self.inner.run(call)
+        except asyncio.CancelledError:
+            self._done(span, tool, "cancelled", started)
+            raise
+        except Exception:  # a runner that broke its contract: counted, then raised
+            self._done(span, tool, "error", started)
+            raise
+        self._done(span, tool, "error" if _is_error(output) else "ok", started)
+        return output
+
+    def _done(self, span: Span | None, tool: str, outcome: str, started: float) -> None:
+        self._metrics.tool_calls.labels(tool, outcome).inc()
+        self._metrics.tool_duration.labels(tool).observe(time.perf_counter() - started)
+        if span is not None:
+            span.set_attribute("gateway.tool.outcome", outcome)
+            if outcome == "error":
+                span.set_status(Status(StatusCode.ERROR, "the tool's result is an error"))
+            span.end()
+
+    async def aclose(self) -> None:
+        """Close the inner runner."""
+        await self.inner.aclose()
+
+
+def _is_error(output: str) -> bool:
+    """Whether a tool result (JSON text) is an error object for the model."""
+    try:
+        data = orjson.loads(output)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and "error" in data

@@ -137,6 +137,20 @@ class GatewayMetrics:
             ["outcome"],
             registry=r,
         )
+        self.tool_calls = Counter(
+            "gateway_tool_calls",
+            "Server tool calls (GATEWAY_TOOLS_FILE), by tool and outcome: ok, error (the "
+            "model was given an error result) or cancelled.",
+            ["tool", "outcome"],
+            registry=r,
+        )
+        self.tool_duration = Histogram(
+            "gateway_tool_call_seconds",
+            "One server tool call, its webhook's answer included.",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.store_commit = Histogram(
             "gateway_store_commit_seconds",
             "One store commit (events, turns and state of a session, in one transaction).",

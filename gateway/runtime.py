@@ -55,6 +55,7 @@ from gateway.errors import Fenced, ProviderError, RuntimeStopped
 from gateway.flag import Flag
 from gateway.generation import ProviderPolicy, generate
 from gateway.lifecycle import RUNTIME_TRANSITIONS, Lifecycle, RuntimeState
+from gateway.logformat import bind_session
 from gateway.pipeline import Outgoing, Pipeline, StorePolicy, StoreUnavailable
 from gateway.providers.base import LLMProvider
 from gateway.stores.base import SessionStore
@@ -530,6 +531,7 @@ class SessionRuntime:
         self._apply()
 
     async def _run_tool(self, call: FunctionCall) -> None:
+        bind_session(self.session.id)  # the tool's log lines and trace name the session
         output = await run_tool(self._tools, call)
         self.session.tool_finished(call.call_id, output, self._clock())
         self._apply()

@@ -1,5 +1,5 @@
 """OpenTelemetry traces: one span per turn, with children for its provider call,
-first token and store commits.
+first token, store commits and server tool calls.
 
 Off unless the standard ``OTEL_*`` variables configure an OTLP exporter (see
 :meth:`gateway.settings.Settings.tracing_enabled`); then each app has its own
@@ -14,7 +14,10 @@ Spans carry ids, statuses, counts and timings, never what anyone said:
   ``gateway.turn.status``), from the first sign of the turn to its end marker;
 - ``provider.stream`` (``gateway.provider``, ``gateway.model``, the outcome) and
   ``provider.first_token`` under it, one per attempt;
-- ``store.commit`` (events, turns) under the turn the commit carries.
+- ``store.commit`` (events, turns) under the turn the commit carries;
+- ``tool.call`` (``gateway.tool.name``, ``gateway.tool.call_id``,
+  ``gateway.tool.outcome``) for each server tool call, under the session's open
+  turn (:class:`gateway.instrumented.InstrumentedTools`).
 
 Turn spans are kept in a bounded table keyed by ``(session_id, turn_id)``: a
 turn whose end never reaches the store is ended as ``abandoned`` when the table
