@@ -7,6 +7,11 @@ variant (client offering permessage-deflate or not, gateway accepting it or not)
 the traced memory split by where it was allocated. Memory that RSS sees and tracemalloc
 does not is C memory: zlib's compression contexts, the event loop's buffers.
 
+Two reference servers run under the same uvicorn options (``gateway/transport.py``),
+to show what the stack costs before the gateway does anything: a bare ASGI app and a
+minimal starlette app with one ``WebSocketRoute``, each accepting, sending one frame
+and reading until the client goes.
+
     .venv/bin/python bench/idle_memory.py [--sessions 1000]
 """
 
@@ -26,6 +31,11 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from bench.procs import ROOT
 from gateway.app import create_app, uvicorn_options
@@ -83,11 +93,44 @@ def _rss_kb() -> int:
     raise RuntimeError("no VmRSS")
 
 
+_READY = '{"type":"session.ready"}'
+
+
+async def _bare(scope: Scope, receive: Receive, send: Send) -> None:
+    """A bare ASGI app: accept, one frame, read until the client goes."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": _READY})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _reader(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(_READY)
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def _app(kind: str, settings: Settings) -> ASGIApp:
+    if kind == "bare ASGI":
+        return _bare
+    if kind == "minimal starlette":
+        return Starlette(routes=[WebSocketRoute("/ws", _reader)])
+    return create_app(settings)
+
+
 @dataclass
 class Variant:
     name: str
     server_deflate: bool | None  # None: as uvicorn_options(settings) says
     client_deflate: bool
+    app: str = "gateway"  # or one of the reference apps of _app
     rss_kb: float = 0.0
     traced_kb: float = 0.0
     areas: dict[str, float] = field(default_factory=dict)
@@ -109,7 +152,7 @@ def measure(variant: Variant, sessions: int, tmp: Path, *, traced: bool) -> None
     options = uvicorn_options(settings)
     if variant.server_deflate is not None:
         options["ws_per_message_deflate"] = variant.server_deflate
-    with running(create_app(settings), **options) as server:
+    with running(_app(variant.app, settings), **options) as server:
         url = f"{server.ws_url}/ws"
         deflate = "on" if variant.client_deflate else "off"
         warm = subprocess.Popen(
@@ -181,6 +224,8 @@ VARIANTS = (
     Variant("as configured (GATEWAY_WS_DEFLATE)", None, True),
     Variant("permessage-deflate accepted", True, True),
     Variant("permessage-deflate refused", False, True),
+    Variant("reference: bare ASGI app", None, True, app="bare ASGI"),
+    Variant("reference: minimal starlette app", None, True, app="minimal starlette"),
 )
 
 
