@@ -119,7 +119,7 @@ class ObservabilityMiddleware:
         self, scope: Scope, receive: Receive, send: Send, route: str, request_id: str
     ) -> None:
         tokens = route_var.set(route), request_id_var.set(request_id)
-        sender = _WebSocketSend(self, send, route, request_id)
+        sender = _WebSocketSend(self._metrics, send, route, request_id)
         try:
             await self.app(scope, receive, sender)
         finally:
@@ -127,15 +127,17 @@ class ObservabilityMiddleware:
             if sender.accepted:
                 self._metrics.connections.labels(route).dec()
 
-    def _session_event(self, text: str) -> None:
-        try:
-            data = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return
-        if data.get("type") == "session.ready" and data.get("resumed"):
-            self._metrics.resumes.inc()
-        elif data.get("type") == "session.resync":
-            self._metrics.resyncs.inc()
+
+def _count_session_event(metrics: GatewayMetrics, text: str) -> None:
+    """Count a resume or a resync that ``/ws`` sends."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return
+    if data.get("type") == "session.ready" and data.get("resumed"):
+        metrics.resumes.inc()
+    elif data.get("type") == "session.resync":
+        metrics.resyncs.inc()
 
 
 class _WebSocketSend:
@@ -143,10 +145,10 @@ class _WebSocketSend:
     a closure, since it lives as long as the socket (a closure and its cells cost
     about 300 bytes more per idle session)."""
 
-    __slots__ = ("_edge", "_native", "_request_id", "_route", "_send", "accepted")
+    __slots__ = ("_metrics", "_native", "_request_id", "_route", "_send", "accepted")
 
-    def __init__(self, edge: ObservabilityMiddleware, send: Send, route: str, request_id: str):
-        self._edge = edge
+    def __init__(self, metrics: GatewayMetrics, send: Send, route: str, request_id: str) -> None:
+        self._metrics = metrics
         self._send = send
         self._route = route
         self._request_id = request_id
@@ -159,9 +161,9 @@ class _WebSocketSend:
             if self._native:
                 text = message.get("text")
                 if text is not None and text.startswith(_SESSION_EVENT):
-                    self._edge._session_event(text)
+                    _count_session_event(self._metrics, text)
             return self._send(message)
-        metrics, route = self._edge._metrics, self._route
+        metrics, route = self._metrics, self._route
         if kind == "websocket.accept":
             self.accepted = True
             headers = list(message.get("headers") or [])
