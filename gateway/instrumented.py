@@ -183,7 +183,8 @@ class InstrumentedTools:
         self._tracing = tracing
 
     async def run(self, call: FunctionCall) -> str:
-        """The inner runner's result; never raises but for a cancellation."""
+        """The inner runner's result (a runner raises only when cancelled; anything
+        else it raises is counted as an error and raised on)."""
         tool = call.name if call.name in self._names else "unknown"
         session_id = session_id_var.get()
         parent = self._tracing.open_turn(session_id) if session_id else None
