@@ -50,6 +50,11 @@ class StorePolicy:
     backoff_s: float = 0.05
     backoff_max_s: float = 1.0
     max_backlog: int = 512
+    #: A commit carries the session's ``updated_at`` at most this often (and the first
+    #: always does): the time moves an index entry, a page write of its own, while
+    #: what reads it (expiry, which touches live sessions itself, and the API's
+    #: listing) needs it to the second, not to the chunk.
+    touch_every_s: float = 5.0
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter back-off before retry ``attempt`` (1-based)."""
@@ -97,6 +102,8 @@ class Pipeline:
         self._finishing = False
         #: The newest ``seq`` when the stored log was last trimmed.
         self._trimmed_seq = 0
+        #: When a commit last carried ``updated_at`` (``None``: none did yet).
+        self._touched: float | None = None
 
     @property
     def backlog(self) -> int:
@@ -175,10 +182,17 @@ class Pipeline:
         policy = self._policy
         deadline = loop.time() + policy.retry_budget_s
         attempt = 0
+        now = self._clock()
+        touched = self._touched
+        touch = touched is None or now - touched >= policy.touch_every_s
         while True:
             try:
                 await self._store.commit(
-                    self._id, events=events, turns=turns, state=state, updated_at=self._clock()
+                    self._id,
+                    events=events,
+                    turns=turns,
+                    state=state,
+                    updated_at=now if touch else None,
                 )
             except Fenced:
                 raise  # another instance owns the session now: retrying cannot help
@@ -202,6 +216,8 @@ class Pipeline:
                 continue
             if attempt:
                 log.info("store commit succeeded session=%s after %d retries", self._id, attempt)
+            if touch:
+                self._touched = now
             return
 
     async def _trim(self, last_seq: int) -> None:

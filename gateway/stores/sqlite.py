@@ -76,8 +76,14 @@ log = logging.getLogger("gateway.stores.sqlite")
 MAX_BATCH = 256
 #: A commit carrying more bytes than this (events and state) runs on the worker.
 INLINE_MAX_BYTES = 64 * 1024
-#: The state blob is stored in pieces of this many bytes (only changed ones are written).
-STATE_PIECE = 8 * 1024
+#: The state blob is stored in pieces of this many bytes (only changed ones are written):
+#: small enough that a piece and its key fit in one cell of a 4 KiB page (SQLite keeps at
+#: most about 1,000 bytes of a WITHOUT ROWID row in the page). A bigger piece spills into
+#: overflow pages, which a rewrite frees and allocates again: an 8 KiB piece cost three
+#: to five page writes where a small one costs part of one.
+STATE_PIECE = 896
+#: Pieces compared at once while looking for the first changed one.
+_SCAN = 16 * STATE_PIECE
 #: Bytes of stored states the store remembers (to write only the pieces that changed);
 #: the least recently written go first, and their next snapshot is written whole.
 STATE_CACHE_BYTES = 64 * 1024 * 1024
@@ -180,7 +186,21 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE sessions SET state = x''")  # the column stays, empty and unread
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_0_to_1, _migrate_1_to_2)
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """``sessions.last_seq`` becomes a floor, written by trims only: a session's last
+    ``seq`` is its newest event's, or the floor when trims left none. Before, every
+    commit rewrote the session's row (``last_seq``, ``updated_at``), and with it an
+    entry of the ``updated_at`` index: two of a commit's three or four page writes.
+    No data changes (the stored ``last_seq`` is still right); the version is raised so
+    that an older gateway, which trusts the column, refuses the file."""
+    del conn
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migrate_0_to_1,
+    _migrate_1_to_2,
+    _migrate_2_to_3,
+)
 """``MIGRATIONS[v]`` moves the schema from ``user_version`` v to v + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -269,29 +289,51 @@ def _pieces(state: bytes) -> list[bytes]:
     return [state[i : i + STATE_PIECE] for i in range(0, len(state), STATE_PIECE)] or [b""]
 
 
-def _changed(old: bytes | None, new: Sequence[bytes]) -> int:
-    """The index of the first piece of ``new`` that differs from the stored state
-    ``old`` (0, all of them, when ``old`` is unknown)."""
+def _changed(old: bytes | None, new: bytes, pieces: Sequence[bytes]) -> int:
+    """The index of the first piece of ``new`` (cut into ``pieces``) that differs from
+    the stored state ``old`` (0, all of them, when ``old`` is unknown)."""
     if old is None:
         return 0
-    for index, piece in enumerate(new):  # bytes slices compare with memcmp; memoryviews do not
-        if old[index * STATE_PIECE : (index + 1) * STATE_PIECE] != piece:
-            return index
-    return len(new)
+    # Bytes slices compare with memcmp (memoryviews do not): first in runs of pieces,
+    # then piece by piece inside the first run that differs.
+    start = 0
+    while start < len(new) and old[start : start + _SCAN] == new[start : start + _SCAN]:
+        start += _SCAN
+    index = min(start // STATE_PIECE, len(pieces))
+    while index < len(pieces):
+        if old[index * STATE_PIECE : (index + 1) * STATE_PIECE] != pieces[index]:
+            break
+        index += 1
+    return index
 
 
 def _write_state(
-    conn: sqlite3.Connection, session_id: str, pieces: Sequence[bytes], first: int
+    conn: sqlite3.Connection,
+    session_id: str,
+    pieces: Sequence[bytes],
+    first: int,
+    known: int | None = None,
 ) -> None:
-    """Store ``pieces[first:]`` and drop stored pieces past the last."""
+    """Store ``pieces[first:]`` and drop stored pieces past the last (unless ``known``,
+    the number of pieces stored, says there are none)."""
     if first < len(pieces):
         conn.executemany(
             "INSERT OR REPLACE INTO state_pieces (session_id, piece, data) VALUES (?, ?, ?)",
             [(session_id, index, pieces[index]) for index in range(first, len(pieces))],
         )
-    conn.execute(
-        "DELETE FROM state_pieces WHERE session_id = ? AND piece >= ?", (session_id, len(pieces))
-    )
+    if known is None or known > len(pieces):
+        conn.execute(
+            "DELETE FROM state_pieces WHERE session_id = ? AND piece >= ?",
+            (session_id, len(pieces)),
+        )
+
+
+#: The highest ``seq`` committed for a session: its newest event, or, once trims took
+#: them all, the floor ``sessions.last_seq`` (see :func:`_migrate_2_to_3`).
+_LAST_SEQ = (
+    "SELECT last_seq, coalesce((SELECT max(seq) FROM events WHERE session_id = ?1), 0) "
+    "FROM sessions WHERE session_id = ?1"
+)
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -660,12 +702,15 @@ class SqliteStore:
     ) -> None:
         pieces: list[bytes] | None = None
         first = 0
+        known: int | None = None
         size = sum(len(e.data) for e in events)
         size += sum(len(t.text) + len(t.user_text or "") for t in turns)
         if state is not None:
             state = bytes(state)
             pieces = _pieces(state)
-            first = _changed(self._stored.get(session_id), pieces)
+            old = self._stored.get(session_id)
+            first = _changed(old, state, pieces)
+            known = None if old is None else max(1, -(-len(old) // STATE_PIECE))
             size += sum(len(piece) for piece in pieces[first:])
             # Until this commit is known to be stored, what is stored is not known.
             self._remember(session_id, None)
@@ -677,6 +722,7 @@ class SqliteStore:
                 turns=tuple(turns),
                 pieces=pieces,
                 first_piece=first,
+                known=known,
                 updated_at=updated_at,
             ),
             inline=size <= INLINE_MAX_BYTES,
@@ -771,15 +817,14 @@ def _commit(
     turns: tuple[TurnRecord, ...],
     pieces: Sequence[bytes] | None,
     first_piece: int,
+    known: int | None,
     updated_at: float | None,
 ) -> None:
     with _transaction(conn):
-        row = conn.execute(
-            "SELECT last_seq FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row = conn.execute(_LAST_SEQ, (session_id,)).fetchone()
         if row is None:
             return
-        last_seq: int = row[0]
+        last_seq: int = max(row)
         check_batch(session_id, last_seq, events, turns)
         if events:
             conn.executemany(
@@ -798,14 +843,12 @@ def _commit(
                 "first_chunk_ms = excluded.first_chunk_ms, total_ms = excluded.total_ms",
                 [_turn_row(turn) for turn in turns],
             )
-        if events or updated_at is not None:
+        if updated_at is not None:
             conn.execute(
-                "UPDATE sessions SET last_seq = ?, updated_at = coalesce(?, updated_at) "
-                "WHERE session_id = ?",
-                (last_seq + len(events), updated_at, session_id),
+                "UPDATE sessions SET updated_at = ? WHERE session_id = ?", (updated_at, session_id)
             )
         if pieces is not None:
-            _write_state(conn, session_id, pieces, first_piece)
+            _write_state(conn, session_id, pieces, first_piece, known)
 
 
 def _read_events(
@@ -826,11 +869,20 @@ def _first_seq(conn: sqlite3.Connection, *, session_id: str) -> int | None:
 
 
 def _trim_events(conn: sqlite3.Connection, *, session_id: str, keep_last: int) -> None:
-    conn.execute(
-        "DELETE FROM events WHERE session_id = ? AND seq <= "
-        "(SELECT last_seq FROM sessions WHERE session_id = ?) - ?",
-        (session_id, session_id, keep_last),
-    )
+    with _transaction(conn):
+        row = conn.execute(_LAST_SEQ, (session_id,)).fetchone()
+        if row is None:
+            return
+        last_seq: int = max(row)
+        # The floor first: with every event trimmed away, it alone says where seq is.
+        conn.execute(
+            "UPDATE sessions SET last_seq = ? WHERE session_id = ? AND last_seq < ?",
+            (last_seq, session_id, last_seq),
+        )
+        conn.execute(
+            "DELETE FROM events WHERE session_id = ? AND seq <= ?",
+            (session_id, last_seq - keep_last),
+        )
 
 
 def _list_turns(conn: sqlite3.Connection, *, session_id: str) -> list[TurnRecord]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import struct
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ async def test_migration_sets_user_version(tmp_path: Path) -> None:
     async with opened(path):
         pass
 
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert raw(path, "PRAGMA user_version") == SCHEMA_VERSION
     with closing(sqlite3.connect(path)) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -776,6 +777,99 @@ def test_the_stored_state_is_always_the_last_committed_one(
     asyncio.run(play())
 
 
+def first_changed_piece(old: bytes, pieces: list[bytes]) -> int:
+    """The rule ``_changed`` implements, piece by piece."""
+    size = sqlite_module.STATE_PIECE
+    for index, piece in enumerate(pieces):
+        if old[index * size : (index + 1) * size] != piece:
+            return index
+    return len(pieces)
+
+
+def changes(old: bytes) -> Iterator[bytes]:
+    """``old`` edited next to every piece's and scan run's edge, cut there, grown, kept."""
+    piece, run = sqlite_module.STATE_PIECE, sqlite_module._SCAN
+    edges = {k * piece for k in range(len(old) // piece + 2)} | {k * run for k in range(4)}
+    for at in sorted({max(0, e + d) for e in edges for d in (-1, 0, 1)}):
+        yield old[:at] + b"\xff" + old[at + 1 :]
+        yield old[:at]
+    yield old + b"more"
+    yield old
+
+
+@pytest.mark.parametrize("length", [0, 1, 895, 896, 14_336, 40_000])
+def test_the_first_changed_piece_is_found_wherever_the_change_is(length: int) -> None:
+    old = bytes(i % 251 for i in range(length))
+    for new in changes(old):
+        pieces = sqlite_module._pieces(new)
+        assert sqlite_module._changed(old, new, pieces) == first_changed_piece(old, pieces)
+
+
+def wal_transactions(path: Path) -> list[list[int]]:
+    """The pages each transaction in the write-ahead log wrote, in order (see the WAL
+    format: a 32-byte header, then frames of a 24-byte header and one page; a frame
+    with a non-zero database size ends its transaction)."""
+    data = Path(f"{path}-wal").read_bytes()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    transactions: list[list[int]] = []
+    pages: list[int] = []
+    for offset in range(32, len(data) - 23, 24 + page_size):
+        page, size_after = struct.unpack(">II", data[offset : offset + 8])
+        pages.append(page)
+        if size_after:
+            transactions.append(pages)
+            pages = []
+    return transactions
+
+
+async def test_a_commit_writes_its_events_page_and_its_state_tail(tmp_path: Path) -> None:
+    # What makes a commit cost: the pages it writes to the log, and later checkpoints.
+    path = tmp_path / "gw.db"
+    state = bytes(range(256)) * 10  # three pieces, in one page
+    async with opened(path) as store:
+        await store.create(meta("s"), b"{}")
+        await store.commit("s", events=[event(1)], state=state, updated_at=1.0)
+        assert raw(path, "PRAGMA wal_checkpoint(TRUNCATE)") == 0  # done: the log is empty
+
+        await store.commit("s", events=[event(2)], state=state + b"more")
+        await store.commit("s", events=[event(3)], updated_at=2.0)
+        quiet, touched = wal_transactions(path)
+
+        got = await store.get("s")
+        assert got is not None
+        assert (got.state, got.meta.updated_at) == (state + b"more", 2.0)
+        assert [e.seq for e in await store.read_events("s", 0)] == [1, 2, 3]
+    # One page of events and one of state pieces; not the session's row, nor an index
+    # entry, nor overflow pages (which a rewrite frees and allocates again).
+    assert len(quiet) == 2, quiet
+    # The time moves the session's row and its entry in the updated_at index.
+    assert len(touched) == 3, touched
+
+
+async def test_a_version_2_database_continues_its_trimmed_log(tmp_path: Path) -> None:
+    # Version 2 kept the last seq in the session's row at every commit; from 3 on it is a
+    # floor that trims raise, so a log trimmed to nothing still continues where it was.
+    path = tmp_path / "gw.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        sqlite_module.MIGRATIONS[0](conn)
+        sqlite_module.MIGRATIONS[1](conn)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute(
+            "INSERT INTO sessions (session_id, token_hash, principal, created_at, updated_at, "
+            "last_seq, state) VALUES ('old', 'h', NULL, 1.0, 2.0, 7, x'')"
+        )
+    async with opened(path) as store:
+        with pytest.raises(StoreError):
+            await store.commit("old", events=[event(1, session_id="old")])
+        await store.commit("old", events=[event(8, session_id="old")])
+        await store.trim_events("old", 0)
+        with pytest.raises(StoreError):
+            await store.commit("old", events=[event(1, session_id="old")])
+        await store.commit("old", events=[event(9, session_id="old")])
+        assert [e.seq for e in await store.read_events("old", 0)] == [9]
+    assert raw(path, "PRAGMA user_version") == 3
+
+
 async def test_a_grown_state_writes_only_its_changed_pieces(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
     piece = sqlite_module.STATE_PIECE
@@ -787,9 +881,11 @@ async def test_a_grown_state_writes_only_its_changed_pieces(tmp_path: Path) -> N
         writes: list[int] = []
         original = sqlite_module._write_state
 
-        def counting(conn: sqlite3.Connection, sid: str, pieces: Any, first: int) -> None:
+        def counting(
+            conn: sqlite3.Connection, sid: str, pieces: Any, first: int, known: int | None = None
+        ) -> None:
             writes.append(len(pieces) - first)
-            original(conn, sid, pieces, first)
+            original(conn, sid, pieces, first, known)
 
         sqlite_module._write_state = counting  # type: ignore[assignment]
         try:
