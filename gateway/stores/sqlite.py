@@ -54,6 +54,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -289,42 +290,72 @@ def _pieces(state: bytes) -> list[bytes]:
     return [state[i : i + STATE_PIECE] for i in range(0, len(state), STATE_PIECE)] or [b""]
 
 
-def _changed(old: bytes | None, new: bytes, pieces: Sequence[bytes]) -> int:
-    """The index of the first piece of ``new`` (cut into ``pieces``) that differs from
-    the stored state ``old`` (0, all of them, when ``old`` is unknown)."""
+def _piece_count(size: int) -> int:
+    """How many pieces a state of ``size`` bytes is stored in (one, empty, for b"")."""
+    return max(1, -(-size // STATE_PIECE))
+
+
+def _changed(old: bytes | None, new: bytes) -> int:
+    """The index of the first piece of ``new`` that differs from the stored state
+    ``old`` (0, all of them, when ``old`` is unknown)."""
     if old is None:
         return 0
-    # Bytes slices compare with memcmp (memoryviews do not): first in runs of pieces,
-    # then piece by piece inside the first run that differs.
-    start = 0
-    while start < len(new) and old[start : start + _SCAN] == new[start : start + _SCAN]:
+    # ``startswith`` of a memoryview is a memcmp with no copy (slicing copies, and
+    # memoryviews compare byte by byte): first in runs of pieces, then piece by piece
+    # inside the first run that differs.
+    view, start = memoryview(old), 0
+    common = min(len(old), len(new))
+    while start + _SCAN <= common and new.startswith(view[start : start + _SCAN], start):
         start += _SCAN
-    index = min(start // STATE_PIECE, len(pieces))
-    while index < len(pieces):
-        if old[index * STATE_PIECE : (index + 1) * STATE_PIECE] != pieces[index]:
+    count = _piece_count(len(new))
+    index = min(start // STATE_PIECE, count)
+    while index < count:
+        at = index * STATE_PIECE
+        size = min(STATE_PIECE, len(new) - at)
+        if min(STATE_PIECE, max(0, len(old) - at)) != size:
+            break
+        if not new.startswith(view[at : at + size], at):
             break
         index += 1
     return index
 
 
-def _write_state(
-    conn: sqlite3.Connection,
-    session_id: str,
-    pieces: Sequence[bytes],
-    first: int,
-    known: int | None = None,
-) -> None:
-    """Store ``pieces[first:]`` and drop stored pieces past the last (unless ``known``,
-    the number of pieces stored, says there are none)."""
-    if first < len(pieces):
+@dataclass(frozen=True, slots=True)
+class _StateWrite:
+    """What a snapshot writes: pieces ``first`` onwards (``tail``) of its ``count``,
+    and how many pieces were stored before (``None``: not known)."""
+
+    first: int
+    tail: tuple[bytes, ...]
+    count: int
+    stored: int | None
+
+    @classmethod
+    def of(cls, state: bytes, old: bytes | None) -> _StateWrite:
+        """The write that turns the stored ``old`` (``None``: not known) into ``state``;
+        only the pieces from the first that changed are cut out."""
+        first, count = _changed(old, state), _piece_count(len(state))
+        tail = tuple(state[i * STATE_PIECE : (i + 1) * STATE_PIECE] for i in range(first, count))
+        return cls(first, tail, count, None if old is None else _piece_count(len(old)))
+
+    @property
+    def size(self) -> int:
+        """Bytes written."""
+        return sum(map(len, self.tail))
+
+
+def _write_state(conn: sqlite3.Connection, session_id: str, write: _StateWrite) -> None:
+    """Store the changed pieces, and drop stored pieces past the last (if there may
+    be some)."""
+    if write.tail:
         conn.executemany(
             "INSERT OR REPLACE INTO state_pieces (session_id, piece, data) VALUES (?, ?, ?)",
-            [(session_id, index, pieces[index]) for index in range(first, len(pieces))],
+            [(session_id, write.first + i, piece) for i, piece in enumerate(write.tail)],
         )
-    if known is None or known > len(pieces):
+    if write.stored is None or write.stored > write.count:
         conn.execute(
             "DELETE FROM state_pieces WHERE session_id = ? AND piece >= ?",
-            (session_id, len(pieces)),
+            (session_id, write.count),
         )
 
 
@@ -685,7 +716,8 @@ class SqliteStore:
         # Not remembered: an idle session would hold its state twice; its first
         # snapshot is written whole (it is small then).
         self._remember(meta.session_id, None)
-        await self._run(partial(_create, meta=meta, pieces=_pieces(bytes(state))), inline=True)
+        write = _StateWrite.of(bytes(state), None)
+        await self._run(partial(_create, meta=meta, state=write), inline=True)
 
     async def get(self, session_id: str) -> StoredSession | None:
         # Not remembered: a commit of this session may be in flight and land first.
@@ -700,18 +732,13 @@ class SqliteStore:
         state: bytes | None = None,
         updated_at: float | None = None,
     ) -> None:
-        pieces: list[bytes] | None = None
-        first = 0
-        known: int | None = None
+        write: _StateWrite | None = None
         size = sum(len(e.data) for e in events)
         size += sum(len(t.text) + len(t.user_text or "") for t in turns)
         if state is not None:
             state = bytes(state)
-            pieces = _pieces(state)
-            old = self._stored.get(session_id)
-            first = _changed(old, state, pieces)
-            known = None if old is None else max(1, -(-len(old) // STATE_PIECE))
-            size += sum(len(piece) for piece in pieces[first:])
+            write = _StateWrite.of(state, self._stored.get(session_id))
+            size += write.size
             # Until this commit is known to be stored, what is stored is not known.
             self._remember(session_id, None)
         await self._run(
@@ -720,9 +747,7 @@ class SqliteStore:
                 session_id=session_id,
                 events=tuple(events),
                 turns=tuple(turns),
-                pieces=pieces,
-                first_piece=first,
-                known=known,
+                state=write,
                 updated_at=updated_at,
             ),
             inline=size <= INLINE_MAX_BYTES,
@@ -786,7 +811,7 @@ class SqliteStore:
 # The functions below run on the worker thread, with the store's connection.
 
 
-def _create(conn: sqlite3.Connection, *, meta: SessionMeta, pieces: Sequence[bytes]) -> None:
+def _create(conn: sqlite3.Connection, *, meta: SessionMeta, state: _StateWrite) -> None:
     try:
         conn.execute(
             f"INSERT INTO sessions ({_SESSION_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, x'')",
@@ -794,7 +819,7 @@ def _create(conn: sqlite3.Connection, *, meta: SessionMeta, pieces: Sequence[byt
         )
     except sqlite3.IntegrityError as e:
         raise StoreError(f"session {meta.session_id!r} already exists") from e
-    _write_state(conn, meta.session_id, pieces, 0)
+    _write_state(conn, meta.session_id, state)
 
 
 def _get(conn: sqlite3.Connection, *, session_id: str) -> StoredSession | None:
@@ -815,9 +840,7 @@ def _commit(
     session_id: str,
     events: tuple[StoredEvent, ...],
     turns: tuple[TurnRecord, ...],
-    pieces: Sequence[bytes] | None,
-    first_piece: int,
-    known: int | None,
+    state: _StateWrite | None,
     updated_at: float | None,
 ) -> None:
     with _transaction(conn):
@@ -847,8 +870,8 @@ def _commit(
             conn.execute(
                 "UPDATE sessions SET updated_at = ? WHERE session_id = ?", (updated_at, session_id)
             )
-        if pieces is not None:
-            _write_state(conn, session_id, pieces, first_piece, known)
+        if state is not None:
+            _write_state(conn, session_id, state)
 
 
 def _read_events(

@@ -797,12 +797,12 @@ def changes(old: bytes) -> Iterator[bytes]:
     yield old
 
 
-@pytest.mark.parametrize("length", [0, 1, 895, 896, 14_336, 40_000])
+@pytest.mark.parametrize("length", [0, 1, 895, 896, 14_335, 14_336, 28_671, 40_000])
 def test_the_first_changed_piece_is_found_wherever_the_change_is(length: int) -> None:
     old = bytes(i % 251 for i in range(length))
     for new in changes(old):
         pieces = sqlite_module._pieces(new)
-        assert sqlite_module._changed(old, new, pieces) == first_changed_piece(old, pieces)
+        assert sqlite_module._changed(old, new) == first_changed_piece(old, pieces)
 
 
 def wal_transactions(path: Path) -> list[list[int]]:
@@ -881,11 +881,9 @@ async def test_a_grown_state_writes_only_its_changed_pieces(tmp_path: Path) -> N
         writes: list[int] = []
         original = sqlite_module._write_state
 
-        def counting(
-            conn: sqlite3.Connection, sid: str, pieces: Any, first: int, known: int | None = None
-        ) -> None:
-            writes.append(len(pieces) - first)
-            original(conn, sid, pieces, first, known)
+        def counting(conn: sqlite3.Connection, sid: str, write: Any) -> None:
+            writes.append(len(write.tail))
+            original(conn, sid, write)
 
         sqlite_module._write_state = counting  # type: ignore[assignment]
         try:
