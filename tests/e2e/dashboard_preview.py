@@ -29,7 +29,7 @@ import orjson
 from playwright.async_api import async_playwright
 
 from gateway.app import create_app, uvicorn_options
-from gateway.core.history import GenerationRequest
+from gateway.core.history import FunctionCall, GenerationRequest, StreamItem
 from gateway.providers.base import ProviderError
 from gateway.providers.offline import OfflineProvider
 from gateway.settings import Settings
@@ -37,6 +37,7 @@ from tests.e2e.helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.support.client import Client
 from tests.support.promql import Scrape, evaluate, parse, scrape_samples
 from tests.support.servers import RunningServer, running
+from tests.support.webhooks import webhook_server
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = orjson.loads((DOCS / "grafana-dashboard.json").read_bytes())
@@ -45,19 +46,46 @@ PALETTE = ["#73bf69", "#fade2a", "#5794f2", "#ff9830", "#f2495c", "#b877d9", "#8
 WIDTH = 1400
 ROW_PX = 30
 SCRAPE_S = 3.0
+#: What the users ask now and then besides their numbered questions: tool calls.
+QUESTIONS = ("what is the weather in Paris?", "and the weather tomorrow?")
+TOOLS = """allow_private_addresses: true
+tools:
+  - name: get_weather
+    description: The current weather in a city.
+    parameters: {{type: object, properties: {{city: {{type: string}}}}}}
+    url: {weather}
+  - name: get_forecast
+    description: Tomorrow's weather in a city.
+    parameters: {{type: object, properties: {{city: {{type: string}}}}}}
+    url: {broken}
+"""
 
 
 class FlakyOffline(OfflineProvider):
-    """The offline provider, refused now and then as a busy model API would be."""
+    """The offline provider, refused now and then as a busy model API would be; asked
+    about the weather, it calls the tools file's ``get_weather`` or ``get_forecast``
+    (whose webhook fails), then says what came back."""
 
     def __init__(self, rng: random.Random) -> None:
         super().__init__(token_delay_s=0.03)
         self._rng = rng
+        self._calls = 0
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
         await asyncio.sleep(self._rng.uniform(0.05, 0.6))  # the model "thinks"
         if self._rng.random() < 0.06:
             raise ProviderError("busy", code="rate_limited", retryable=True, status=429)
+        last = request.messages[-1] if request.messages else None
+        if last is not None and last.role == "user" and "weather" in last.text:
+            self._calls += 1
+            name = "get_forecast" if "tomorrow" in last.text else "get_weather"
+            yield FunctionCall(f"call-{self._calls}", name, '{"city": "Paris"}')
+            return
+        if last is not None and last.role == "tool":
+            found = orjson.loads(last.text)
+            sky = found.get("sky") if isinstance(found, dict) else None
+            yield f"It is {sky} in Paris." if sky else "I could not get the forecast."
+            return
         async for delta in super().stream(request):
             yield delta
 
@@ -69,7 +97,8 @@ async def user(gateway: RunningServer, rng: random.Random, until: float) -> None
         ready = await client.ready()
         last = 0
         for n in range(rng.randint(3, 8)):
-            await client.send({"type": "user.message", "text": f"question {n}", "id": f"u{n}"})
+            text = rng.choice(QUESTIONS) if rng.random() < 0.25 else f"question {n}"
+            await client.send({"type": "user.message", "text": text, "id": f"u{n}"})
             if rng.random() < 0.2:
                 await asyncio.sleep(rng.uniform(0.2, 0.8))
                 await client.send({"type": "interrupt"})
@@ -131,6 +160,8 @@ def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "–"
     if unit == "s":
+        if value < 0.01:  # a store commit takes a fraction of a millisecond
+            return f"{value * 1000:.2f} ms"
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
     return f"{value:.1f}" if value < 10 and value != int(value) else f"{value:.0f}"
 
@@ -211,9 +242,15 @@ def render(scrapes: list[tuple[float, Scrape]]) -> str:
 
 
 async def main(seconds: float) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, webhook_server() as webhooks:
+        tools = Path(tmp) / "tools.yaml"
+        weather, broken = webhooks.url("/weather"), webhooks.url("/broken")
+        tools.write_text(TOOLS.format(weather=weather, broken=broken), encoding="utf-8")
         settings = Settings(
-            _env_file=None, GATEWAY_STORE=f"sqlite:///{tmp}/g.db", GATEWAY_PROVIDER_BACKOFF_S=0.2
+            _env_file=None,
+            GATEWAY_STORE=f"sqlite:///{tmp}/g.db",
+            GATEWAY_PROVIDER_BACKOFF_S=0.2,
+            GATEWAY_TOOLS_FILE=str(tools),
         )
         app = create_app(settings, provider=FlakyOffline(random.Random(3)))
         async with async_playwright() as playwright:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,12 +74,19 @@ def _app(store: list[Hook], lock: threading.Lock) -> Starlette:
     return Starlette(routes=[Route("/{name}", handle, methods=["POST"])])
 
 
-@pytest.fixture(scope="session")
-def webhook_server_session() -> Iterator[WebhookServer]:
+@contextmanager
+def webhook_server() -> Iterator[WebhookServer]:
+    """The webhook server, running on a free port until the block ends."""
     hooks: list[Hook] = []
     lock = threading.Lock()
     with running(_app(hooks, lock)) as server:
         yield WebhookServer(server, hooks, lock)
+
+
+@pytest.fixture(scope="session")
+def webhook_server_session() -> Iterator[WebhookServer]:
+    with webhook_server() as server:
+        yield server
 
 
 @pytest.fixture
