@@ -182,10 +182,11 @@ class Pipeline:
         policy = self._policy
         deadline = loop.time() + policy.retry_budget_s
         attempt = 0
-        now = self._clock()
         touched = self._touched
-        touch = touched is None or now - touched >= policy.touch_every_s
+        # A clock that went back also touches (the interval is measured on it).
+        touch = touched is None or not 0 <= self._clock() - touched < policy.touch_every_s
         while True:
+            now = self._clock()  # read at each attempt: a retried commit says when it landed
             try:
                 await self._store.commit(
                     self._id,

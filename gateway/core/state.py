@@ -108,10 +108,12 @@ class StateEncoder:
         # Tuple equality tests each element for identity first, in C: a history that
         # only grew compares as fast as a memcmp, and an equal message encodes equally.
         if history[: len(kept)] == kept:
-            for message in history[len(kept) :]:
-                if self._encoded:
-                    self._encoded += b","
-                self._encoded += orjson.dumps(message)
+            added = history[len(kept) :]
+            if added:
+                # Encoded whole before the buffer changes: a message that cannot be
+                # encoded leaves it as it was, matching ``self._messages``.
+                more = b",".join(orjson.dumps(message) for message in added)
+                self._encoded += b"," + more if self._encoded else more
         else:
             self._encoded = bytearray(b",".join(orjson.dumps(message) for message in history))
         self._messages = history

@@ -561,6 +561,10 @@ class SqliteStore:
         #: Only this process writes the file (the flock), so it is what the file holds.
         self._stored: OrderedDict[str, bytes] = OrderedDict()
         self._stored_bytes = 0
+        #: Counts creates, deletes and expiries: a commit that was in flight across one
+        #: may have written rows that are gone (or another session's of the same id),
+        #: so its state is not remembered.
+        self._resets = 0
         self._closed = False
         self._lock_fd: int | None = None
         self._lifecycle = asyncio.Lock()  # open and aclose run one at a time
@@ -715,6 +719,7 @@ class SqliteStore:
     async def create(self, meta: SessionMeta, state: bytes) -> None:
         # Not remembered: an idle session would hold its state twice; its first
         # snapshot is written whole (it is small then).
+        self._resets += 1
         self._remember(meta.session_id, None)
         write = _StateWrite.of(bytes(state), None)
         await self._run(partial(_create, meta=meta, state=write), inline=True)
@@ -741,6 +746,7 @@ class SqliteStore:
             size += write.size
             # Until this commit is known to be stored, what is stored is not known.
             self._remember(session_id, None)
+        resets = self._resets
         await self._run(
             partial(
                 _commit,
@@ -752,7 +758,7 @@ class SqliteStore:
             ),
             inline=size <= INLINE_MAX_BYTES,
         )
-        if state is not None:
+        if state is not None and self._resets == resets:
             self._remember(session_id, state)
 
     async def read_events(
@@ -792,10 +798,12 @@ class SqliteStore:
         )
 
     async def delete(self, session_id: str) -> bool:
+        self._resets += 1
         self._remember(session_id, None)
         return await self._run(partial(_delete, session_id=session_id))
 
     async def expire(self, idle_before: float) -> list[str]:
+        self._resets += 1
         expired = await self._run(partial(_expire, idle_before=idle_before))
         for session_id in expired:
             self._remember(session_id, None)

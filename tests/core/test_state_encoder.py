@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,9 +76,23 @@ def test_an_unchanged_history_is_not_encoded_again() -> None:
     encode = StateEncoder()
     history = tuple(Message("user", f"message {i}") for i in range(3))
     encode(replace(BASE, history=history))
-    kept = encode._encoded
+    buffer, kept = encode._encoded, bytes(encode._encoded)
     encode(replace(BASE, history=history, seq=9))
-    assert encode._encoded is kept
+    assert encode._encoded is buffer
+    assert encode._encoded == kept
     longer = (*history, Message("assistant", "more"))
     assert encode(replace(BASE, history=longer)) == encode_state(replace(BASE, history=longer))
+    # Grown in place: the messages kept were not encoded again.
+    assert encode._encoded is buffer
     assert encode._encoded.startswith(kept)
+
+
+def test_a_message_that_cannot_be_encoded_leaves_the_encoder_as_it_was() -> None:
+    encode = StateEncoder()
+    history = (Message("user", "a"),)
+    encode(replace(BASE, history=history))
+    bad = (*history, Message("user", "b"), Message("assistant", "\ud800"))  # a lone surrogate
+    with pytest.raises(orjson.JSONEncodeError):
+        encode(replace(BASE, history=bad))
+    good = (*history, Message("user", "b"))
+    assert encode(replace(BASE, history=good)) == encode_state(replace(BASE, history=good))

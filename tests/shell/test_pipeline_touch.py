@@ -4,9 +4,12 @@ reads it (expiry, the API's listing) needs it to the second, not to the chunk.""
 
 from __future__ import annotations
 
+import asyncio
+
 from gateway.pipeline import Pipeline, StorePolicy
 from gateway.stores.memory import MemoryStore
 from tests.stores.helpers import meta
+from tests.support.faults import FlakyStore
 
 
 async def test_updated_at_goes_with_a_commit_at_most_every_touch_interval() -> None:
@@ -24,7 +27,7 @@ async def test_updated_at_goes_with_a_commit_at_most_every_touch_interval() -> N
         policy=StorePolicy(touch_every_s=5.0),
     )
     stored: list[tuple[bytes, float]] = []
-    for at in (100.0, 102.0, 104.9, 105.0, 106.0, 111.0):
+    for at in (100.0, 102.0, 104.9, 105.0, 106.0, 111.0, 95.0):
         now[0] = at
         pipeline.mark_state()
         await pipeline.run()
@@ -32,8 +35,36 @@ async def test_updated_at_goes_with_a_commit_at_most_every_touch_interval() -> N
         assert got is not None
         stored.append((got.state, got.meta.updated_at))
 
-    # Every commit stored its snapshot; the time moved with the first, then 5 s on.
+    # Every commit stored its snapshot; the time moved with the first, then 5 s on,
+    # and when the clock went back.
     assert [state for state, _ in stored] == [
-        f"state at {at}".encode() for at in (100.0, 102.0, 104.9, 105.0, 106.0, 111.0)
+        f"state at {at}".encode() for at in (100.0, 102.0, 104.9, 105.0, 106.0, 111.0, 95.0)
     ]
-    assert [updated for _, updated in stored] == [100.0, 100.0, 100.0, 105.0, 105.0, 111.0]
+    assert [updated for _, updated in stored] == [100.0, 100.0, 100.0, 105.0, 105.0, 111.0, 95.0]
+
+
+async def test_a_retried_commit_carries_the_time_it_was_stored() -> None:
+    inner = MemoryStore()
+    await inner.create(meta("s", created_at=1.0), b"")
+    store = FlakyStore(inner)
+    store.failing = True
+    now = [100.0]
+    pipeline = Pipeline(
+        "s",
+        store,
+        snapshot=lambda: b"state",
+        dispatch=lambda item: None,
+        wake=lambda: None,
+        clock=lambda: now[0],
+        trim_to=100,
+        policy=StorePolicy(backoff_s=0.01, backoff_max_s=0.01),
+    )
+    pipeline.mark_state()
+    running = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(0)  # its first attempt fails at once; it waits to retry
+    assert store.failures["commit"] == 1
+    now[0], store.failing = 107.0, False  # the store is back 7 s later
+    await running
+    got = await inner.get("s")
+    assert got is not None
+    assert got.meta.updated_at == 107.0

@@ -805,6 +805,30 @@ def test_the_first_changed_piece_is_found_wherever_the_change_is(length: int) ->
         assert sqlite_module._changed(old, new) == first_changed_piece(old, pieces)
 
 
+async def test_a_commit_in_flight_across_a_delete_and_create_is_not_remembered(
+    tmp_path: Path,
+) -> None:
+    # A commit queued for the worker lands on the old session's rows; a delete and a
+    # create of the same id queued behind it replace them. What the commit stored must
+    # not be taken for what the new session holds, or its next snapshot would write
+    # only a tail onto the new session's pieces.
+    async with opened(tmp_path / "gw.db") as store:
+        big = bytes(range(256)) * 400  # 100 KB: a commit that goes to the worker
+        await store.create(meta("s"), b"{}")
+        await store.commit("s", state=big)
+        await asyncio.gather(
+            store.list_sessions(limit=1),  # keeps the worker busy: the rest queue behind
+            store.commit("s", state=big[:-5] + b"fresh"),
+            store.delete("s"),
+            store.create(meta("s"), b"{}"),
+        )
+        new = big[:-3] + b"new"
+        await store.commit("s", state=new)
+        got = await store.get("s")
+        assert got is not None
+        assert got.state == new
+
+
 def wal_transactions(path: Path) -> list[list[int]]:
     """The pages each transaction in the write-ahead log wrote, in order (see the WAL
     format: a 32-byte header, then frames of a 24-byte header and one page; a frame
