@@ -198,7 +198,7 @@ def create_app(
                 retries=settings.provider_retries,
                 backoff_s=settings.provider_backoff_s,
             ),
-            store=StorePolicy(retry_budget_s=settings.store_retry_s),
+            store=store_policy(settings),
             handover_s=settings.drain_s + settings.instance_ttl_s + 2,
             tools=runner,
         )
@@ -315,6 +315,17 @@ async def _check_at_start(llm: LLMProvider) -> None:
         log.error("provider check failed, not starting: %s", failed)
         raise
     log.info("provider check: %s", result.describe())
+
+
+def store_policy(settings: Settings) -> StorePolicy:
+    """How sessions write to the store: commits retried for ``GATEWAY_STORE_RETRY_S``,
+    and ``updated_at`` sent at most every 5 s, or every tenth of the session TTL if
+    that is shorter, so that the time a stopped session is expired by lags its TTL by
+    a tenth at most."""
+    return StorePolicy(
+        retry_budget_s=settings.store_retry_s,
+        touch_every_s=min(StorePolicy().touch_every_s, settings.session_ttl_s / 10),
+    )
 
 
 def input_limits(settings: Settings) -> InputLimits:

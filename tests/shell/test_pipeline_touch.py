@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.app import store_policy
 from gateway.pipeline import Pipeline, StorePolicy
+from gateway.settings import Settings
 from gateway.stores.memory import MemoryStore
 from tests.stores.helpers import meta
 from tests.support.faults import FlakyStore
@@ -68,3 +70,12 @@ async def test_a_retried_commit_carries_the_time_it_was_stored() -> None:
     got = await inner.get("s")
     assert got is not None
     assert got.meta.updated_at == 107.0
+
+
+def test_a_short_session_ttl_shortens_the_touch_interval() -> None:
+    def policy(ttl_s: float) -> StorePolicy:
+        return store_policy(Settings(_env_file=None, GATEWAY_SESSION_TTL_S=ttl_s))
+
+    assert policy(86400).touch_every_s == 5.0
+    assert policy(20).touch_every_s == 2.0
+    assert policy(20).retry_budget_s == Settings(_env_file=None).store_retry_s
