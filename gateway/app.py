@@ -40,7 +40,7 @@ from gateway.hosts import BrowserGate
 from gateway.instrumented import InstrumentedProvider, InstrumentedStore, InstrumentedTools
 from gateway.logformat import describe_store
 from gateway.ops import Telemetry, ops_middleware, ops_routes
-from gateway.pipeline import StorePolicy
+from gateway.pipeline import TOUCH_EVERY_S, StorePolicy
 from gateway.providers.base import LLMProvider
 from gateway.providers.factory import build_provider
 from gateway.responses import problem
@@ -324,7 +324,7 @@ def store_policy(settings: Settings) -> StorePolicy:
     a tenth at most."""
     return StorePolicy(
         retry_budget_s=settings.store_retry_s,
-        touch_every_s=min(StorePolicy().touch_every_s, settings.session_ttl_s / 10),
+        touch_every_s=min(TOUCH_EVERY_S, settings.session_ttl_s / 10),
     )
 
 

@@ -42,6 +42,10 @@ class StoreUnavailable(StoreError):
     """The store did not take a commit within the retry budget."""
 
 
+#: How often, at most, a commit carries a session's ``updated_at`` (by default).
+TOUCH_EVERY_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class StorePolicy:
     """How long and how often a failed commit is retried, and how much may wait."""
@@ -54,7 +58,7 @@ class StorePolicy:
     #: always does): the time moves an index entry, a page write of its own, while
     #: what reads it (expiry, which touches live sessions itself, and the API's
     #: listing) needs it to the second, not to the chunk.
-    touch_every_s: float = 5.0
+    touch_every_s: float = TOUCH_EVERY_S
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter back-off before retry ``attempt`` (1-based)."""
