@@ -51,7 +51,8 @@ class Ui:
 
     def _on_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
-            self.problems.append(f"console error: {message.text}")
+            url = message.location.get("url", "")
+            self.problems.append(f"console error: {message.text}" + (f" ({url})" if url else ""))
 
     def _on_page_error(self, error: Error) -> None:
         self.problems.append(f"page error: {error}")
@@ -59,6 +60,14 @@ class Ui:
     def allow_console_error(self, pattern: str) -> None:
         """Tolerate console errors matching ``pattern`` (e.g. a refused WebSocket)."""
         self.allowed.append(re.compile(pattern))
+
+    def allow_outage(self) -> None:
+        """Tolerate what a cut gateway makes the browser log: the refused WebSocket, and
+        the favicon, which Chromium fetches lazily after load and a cut can catch."""
+        self.allow_console_error(r"WebSocket connection to .* failed")
+        self.allow_console_error(
+            r"^console error: Failed to load resource: .* \(\S*/favicon\.svg\)$"
+        )
 
     def unexpected_problems(self) -> list[str]:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]

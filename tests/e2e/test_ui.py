@@ -54,6 +54,7 @@ async def test_a_socket_cut_mid_turn_resumes_with_every_chunk_once(
     proxy: TcpProxy, slow_gateway: RunningServer, open_ui: OpenUi
 ) -> None:
     ui = await open_ui(proxy.http_url)
+    ui.allow_outage()
     session_id = await ui.session_id()
     await ui.type_message("Please tell me a long story about a lighthouse keeper and her cat")
     await expect(ui.chunks("t1")).not_to_have_count(0)
@@ -87,7 +88,7 @@ async def test_an_unreachable_gateway_is_reported_and_the_page_recovers(
     proxy: TcpProxy, open_ui: OpenUi
 ) -> None:
     ui = await open_ui(proxy.http_url)
-    ui.allow_console_error(r"WebSocket connection to .* failed")
+    ui.allow_outage()
     session_id = await ui.session_id()
     proxy.refusing = True
     proxy.drop_all()
