@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import logging
 import os
 import sqlite3
@@ -561,9 +562,16 @@ class SqliteStore:
         #: Only this process writes the file (the flock), so it is what the file holds.
         self._stored: OrderedDict[str, bytes] = OrderedDict()
         self._stored_bytes = 0
-        #: Counts creates, deletes and expiries: a commit that was in flight across one
-        #: may have written rows that are gone (or another session's of the same id),
-        #: so its state is not remembered.
+        #: Per session, the token of the newest state commit in flight. A commit
+        #: remembers its state only if it is still the newest when it lands: two in
+        #: flight land in the order they were made (inline only when the worker is
+        #: idle), but their tasks may resume in the other order. ``create`` and
+        #: ``delete`` drop the entry, so a commit in flight across them (its rows gone,
+        #: or another session's of the same id) remembers nothing.
+        self._newest: dict[str, int] = {}
+        self._tokens = itertools.count()
+        #: Counts expiries, which find their sessions in the file: a state commit in
+        #: flight across one remembers nothing.
         self._resets = 0
         self._closed = False
         self._lock_fd: int | None = None
@@ -716,10 +724,18 @@ class SqliteStore:
             _, dropped = self._stored.popitem(last=False)
             self._stored_bytes -= len(dropped)
 
+    def _landed(self, session_id: str, token: int) -> bool:
+        """The state commit ``token`` is over: ``True`` if it was the session's newest
+        (so what it wrote is what the file holds, if it succeeded)."""
+        if self._newest.get(session_id) != token:
+            return False
+        del self._newest[session_id]
+        return True
+
     async def create(self, meta: SessionMeta, state: bytes) -> None:
         # Not remembered: an idle session would hold its state twice; its first
         # snapshot is written whole (it is small then).
-        self._resets += 1
+        self._newest.pop(meta.session_id, None)
         self._remember(meta.session_id, None)
         write = _StateWrite.of(bytes(state), None)
         await self._run(partial(_create, meta=meta, state=write), inline=True)
@@ -740,25 +756,32 @@ class SqliteStore:
         write: _StateWrite | None = None
         size = sum(len(e.data) for e in events)
         size += sum(len(t.text) + len(t.user_text or "") for t in turns)
+        token = -1
         if state is not None:
             state = bytes(state)
             write = _StateWrite.of(state, self._stored.get(session_id))
             size += write.size
             # Until this commit is known to be stored, what is stored is not known.
             self._remember(session_id, None)
+            token = self._newest[session_id] = next(self._tokens)
         resets = self._resets
-        await self._run(
-            partial(
-                _commit,
-                session_id=session_id,
-                events=tuple(events),
-                turns=tuple(turns),
-                state=write,
-                updated_at=updated_at,
-            ),
-            inline=size <= INLINE_MAX_BYTES,
-        )
-        if state is not None and self._resets == resets:
+        try:
+            await self._run(
+                partial(
+                    _commit,
+                    session_id=session_id,
+                    events=tuple(events),
+                    turns=tuple(turns),
+                    state=write,
+                    updated_at=updated_at,
+                ),
+                inline=size <= INLINE_MAX_BYTES,
+            )
+        except BaseException:
+            if state is not None:
+                self._landed(session_id, token)
+            raise
+        if state is not None and self._landed(session_id, token) and self._resets == resets:
             self._remember(session_id, state)
 
     async def read_events(
@@ -798,7 +821,7 @@ class SqliteStore:
         )
 
     async def delete(self, session_id: str) -> bool:
-        self._resets += 1
+        self._newest.pop(session_id, None)
         self._remember(session_id, None)
         return await self._run(partial(_delete, session_id=session_id))
 
