@@ -187,10 +187,12 @@ class Pipeline:
         deadline = loop.time() + policy.retry_budget_s
         attempt = 0
         touched = self._touched
-        # A clock that went back also touches (the interval is measured on it).
-        touch = touched is None or not 0 <= self._clock() - touched < policy.touch_every_s
         while True:
-            now = self._clock()  # read at each attempt: a retried commit says when it landed
+            # Decided at each attempt: a retried commit says when it landed, and one that
+            # lands past the interval carries the time. A clock that went back also
+            # touches (the interval is measured on it).
+            now = self._clock()
+            touch = touched is None or not 0 <= now - touched < policy.touch_every_s
             try:
                 await self._store.commit(
                     self._id,

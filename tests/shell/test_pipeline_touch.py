@@ -72,6 +72,38 @@ async def test_a_retried_commit_carries_the_time_it_was_stored() -> None:
     assert got.meta.updated_at == 107.0
 
 
+async def test_a_commit_retried_past_the_touch_interval_carries_the_time() -> None:
+    # Its first attempt, 2 s after the last touch, would not carry updated_at; it
+    # lands 7 s after it, so it does: the session's time is never more than the
+    # interval behind a commit that landed.
+    inner = MemoryStore()
+    await inner.create(meta("s", created_at=1.0), b"")
+    store = FlakyStore(inner)
+    now = [100.0]
+    pipeline = Pipeline(
+        "s",
+        store,
+        snapshot=lambda: b"state",
+        dispatch=lambda item: None,
+        wake=lambda: None,
+        clock=lambda: now[0],
+        trim_to=100,
+        policy=StorePolicy(backoff_s=0.01, backoff_max_s=0.01, touch_every_s=5.0),
+    )
+    pipeline.mark_state()
+    await pipeline.run()  # touches at 100
+    now[0], store.failing = 102.0, True
+    pipeline.mark_state()
+    running = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(0)  # its first attempt fails at once; it waits to retry
+    assert store.failures["commit"] == 1
+    now[0], store.failing = 107.0, False
+    await running
+    got = await inner.get("s")
+    assert got is not None
+    assert got.meta.updated_at == 107.0
+
+
 def test_a_short_session_ttl_shortens_the_touch_interval() -> None:
     def policy(ttl_s: float) -> StorePolicy:
         return store_policy(Settings(_env_file=None, GATEWAY_SESSION_TTL_S=ttl_s))
