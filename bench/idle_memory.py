@@ -7,10 +7,11 @@ variant (client offering permessage-deflate or not, gateway accepting it or not)
 the traced memory split by where it was allocated. Memory that RSS sees and tracemalloc
 does not is C memory: zlib's compression contexts, the event loop's buffers.
 
-Two reference servers run under the same uvicorn options (``gateway/transport.py``),
-to show what the stack costs before the gateway does anything: a bare ASGI app and a
-minimal starlette app with one ``WebSocketRoute``, each accepting, sending one frame
-and reading until the client goes.
+Reference servers show what the stack costs before the gateway does anything, each
+accepting, sending one frame and reading until the client goes: a bare ASGI app and a
+minimal starlette app with one ``WebSocketRoute``, under the same uvicorn options
+(``gateway/transport.py``), and, with no ASGI at all, the ``websockets`` library's own
+asyncio server (``compression=None``).
 
     .venv/bin/python bench/idle_memory.py [--sessions 1000]
 """
@@ -18,15 +19,19 @@ and reading until the client goes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections import defaultdict
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -36,6 +41,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from bench.procs import ROOT
 from gateway.app import create_app, uvicorn_options
@@ -117,6 +123,42 @@ async def _reader(websocket: WebSocket) -> None:
         pass
 
 
+async def _echo_ready(connection: ServerConnection) -> None:
+    await connection.send(_READY)
+    async for _ in connection:
+        pass
+
+
+class _WebsocketsServer:
+    """The ``websockets`` library's own server, in a thread with its own loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Server | None = None
+        self.ws_url = ""
+
+    def __enter__(self) -> _WebsocketsServer:
+        self._thread.start()
+        server = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self._server = server
+        port = next(iter(server.sockets)).getsockname()[1]
+        self.ws_url = f"ws://127.0.0.1:{port}"
+        return self
+
+    @staticmethod
+    async def _start() -> Server:
+        return await serve(_echo_ready, "127.0.0.1", 0, compression=None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            asyncio.run_coroutine_threadsafe(self._server.wait_closed(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
 def _app(kind: str, settings: Settings) -> ASGIApp:
     if kind == "bare ASGI":
         return _bare
@@ -152,7 +194,12 @@ def measure(variant: Variant, sessions: int, tmp: Path, *, traced: bool) -> None
     options = uvicorn_options(settings)
     if variant.server_deflate is not None:
         options["ws_per_message_deflate"] = variant.server_deflate
-    with running(_app(variant.app, settings), **options) as server:
+    serving: AbstractContextManager[Any] = (
+        _WebsocketsServer()
+        if variant.app == "websockets"
+        else running(_app(variant.app, settings), **options)
+    )
+    with serving as server:
         url = f"{server.ws_url}/ws"
         deflate = "on" if variant.client_deflate else "off"
         warm = subprocess.Popen(
@@ -226,6 +273,7 @@ VARIANTS = (
     Variant("permessage-deflate refused", False, True),
     Variant("reference: bare ASGI app", None, True, app="bare ASGI"),
     Variant("reference: minimal starlette app", None, True, app="minimal starlette"),
+    Variant("reference: websockets' own server, no ASGI", None, True, app="websockets"),
 )
 
 
