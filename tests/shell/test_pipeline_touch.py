@@ -45,12 +45,12 @@ async def test_updated_at_goes_with_a_commit_at_most_every_touch_interval() -> N
     assert [updated for _, updated in stored] == [100.0, 100.0, 100.0, 105.0, 105.0, 111.0, 95.0]
 
 
-async def test_a_retried_commit_carries_the_time_it_was_stored() -> None:
+async def flaky_pipeline(now: list[float]) -> tuple[MemoryStore, FlakyStore, Pipeline]:
+    """A pipeline on a store that fails while ``failing`` (retried every 10 ms), with
+    the clock ``now[0]`` and the default touch interval of 5 s."""
     inner = MemoryStore()
     await inner.create(meta("s", created_at=1.0), b"")
     store = FlakyStore(inner)
-    store.failing = True
-    now = [100.0]
     pipeline = Pipeline(
         "s",
         store,
@@ -61,6 +61,12 @@ async def test_a_retried_commit_carries_the_time_it_was_stored() -> None:
         trim_to=100,
         policy=StorePolicy(backoff_s=0.01, backoff_max_s=0.01),
     )
+    return inner, store, pipeline
+
+
+async def test_a_retried_commit_carries_the_time_it_was_stored() -> None:
+    inner, store, pipeline = await flaky_pipeline(now := [100.0])
+    store.failing = True
     pipeline.mark_state()
     running = asyncio.create_task(pipeline.run())
     await asyncio.sleep(0)  # its first attempt fails at once; it waits to retry
@@ -76,20 +82,7 @@ async def test_a_commit_retried_past_the_touch_interval_carries_the_time() -> No
     # Its first attempt, 2 s after the last touch, would not carry updated_at; it
     # lands 7 s after it, so it does: the session's time is never more than the
     # interval behind a commit that landed.
-    inner = MemoryStore()
-    await inner.create(meta("s", created_at=1.0), b"")
-    store = FlakyStore(inner)
-    now = [100.0]
-    pipeline = Pipeline(
-        "s",
-        store,
-        snapshot=lambda: b"state",
-        dispatch=lambda item: None,
-        wake=lambda: None,
-        clock=lambda: now[0],
-        trim_to=100,
-        policy=StorePolicy(backoff_s=0.01, backoff_max_s=0.01, touch_every_s=5.0),
-    )
+    inner, store, pipeline = await flaky_pipeline(now := [100.0])
     pipeline.mark_state()
     await pipeline.run()  # touches at 100
     now[0], store.failing = 102.0, True
